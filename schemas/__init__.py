@@ -1,0 +1,1 @@
+"""The table schemas (one TOML file per table); read at run time, so shipped as package data."""

@@ -1,0 +1,191 @@
+"""The `tracedb` command line.
+
+    tracedb                     collector with the default sources + SQL prompt
+    tracedb run [options]       headless collector: stream tables, run SQL at the end
+    tracedb doctor [--fix]      what this node's kernel offers; fix what can be fixed
+    tracedb tables              the tables and what they hold (from the schema files)
+    tracedb schema TABLE        a table's columns, types, units and descriptions
+
+Exit status: 0 on success, 1 when a -c statement failed (the others still run),
+2 for a usage error or an environment that cannot run the chosen sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+import threading
+
+import pyarrow as pa
+
+from tracedb import output
+from tracedb.collector import Collector, EnvironmentNotReady
+from tracedb.connectors.registry import connectors
+from tracedb.schema import builtin_schemas, get_schema
+from tracedb.storage import QueryError, Retention
+
+SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2G', '1048576' -> bytes."""
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)i?B?", text.strip(), re.IGNORECASE)
+    if not match or int(match[1]) == 0:
+        raise argparse.ArgumentTypeError(f"not a positive size: {text!r} (examples: 64M, 1G)")
+    return int(match[1]) * SIZE_SUFFIXES[match[2].upper()]
+
+
+def parse_seconds(text: str) -> float:
+    """'90', '1.5', '30s', '5m', '1h' -> seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", text.strip())
+    if not match or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"not a positive duration: {text!r} (examples: 10, 30s, 5m, 1h)")
+    return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def parse_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated names")
+    return names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tracedb", description="Node telemetry in SQL: eBPF and /proc into DuckDB.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the collector headless")
+    _add_collector_options(run)
+    run.add_argument("--duration", type=parse_seconds, metavar="S", help="stop after S seconds (default: until Ctrl-C/SIGTERM)")
+    run.add_argument("-c", "--command", dest="commands", action="append", default=[], metavar="SQL", help="SQL to run when collection ends (repeatable)")
+    run.add_argument("--format", choices=list(output.FORMATS), default="table", help="output format (default: table)")
+    run.add_argument("--print", dest="print_tables", type=parse_names, default=[], metavar="TABLE,...", help="stream these tables' rows as they arrive")
+
+    doctor = commands.add_parser("doctor", help="check (and with --fix, set up) the kernel environment")
+    doctor.add_argument("--fix", action="store_true", help="mount tracefs and install the closest kernel headers if missing")
+
+    commands.add_parser("tables", help="list the tables")
+    schema = commands.add_parser("schema", help="describe a table's columns")
+    schema.add_argument("table")
+
+    _add_collector_options(parser)
+    return parser
+
+
+def _add_collector_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", type=parse_names, metavar="NAME,...", help="connectors or tables to run (default: all)")
+    parser.add_argument("--retention-bytes", type=parse_size, metavar="SIZE", help="byte budget per table (default 128M)")
+    parser.add_argument("--retention-age", type=parse_seconds, metavar="S", help="age limit per table (default 1h)")
+
+
+def _retention(args) -> Retention:
+    default = Retention()
+    return Retention(
+        max_bytes=args.retention_bytes or default.max_bytes,
+        max_age_s=args.retention_age or default.max_age_s,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "interactive"
+    try:
+        return COMMANDS[command](args)
+    except EnvironmentNotReady as e:
+        print(f"tracedb: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # unknown source or table
+        print(f"tracedb: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_tables(args) -> int:
+    by_table = {t: cls.name for cls in connectors().values() for t in cls.tables}
+    rows = [
+        {"table": s.name, "connector": by_table.get(s.name, "(built in)"), "description": s.description}
+        for s in builtin_schemas().values()
+    ]
+    print(output.format_table(pa.Table.from_pylist(rows)), end="")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    try:
+        schema = get_schema(args.table)
+    except KeyError as e:
+        print(f"tracedb: {e.args[0]}", file=sys.stderr)
+        return 2
+    print(describe_schema(schema), end="")
+    return 0
+
+
+def describe_schema(schema) -> str:
+    rows = [{"column": c.name, "type": c.type, "unit": c.kind, "description": c.description} for c in schema.columns]
+    text = f"{schema.name}: {schema.description}\n"
+    if schema.origin:
+        text += f"(columns: {schema.origin})\n"
+    return text + output.format_table(pa.Table.from_pylist(rows))
+
+
+def cmd_doctor(args) -> int:
+    from tracedb.kernel import doctor
+
+    return doctor.report(fix=args.fix)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def cmd_run(args) -> int:
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    collector = Collector(sources=args.sources, retention=_retention(args))
+    printer = output.StreamPrinter(sys.stdout, args.format)
+    for table in args.print_tables:
+        collector.on_rows(table, lambda batch, table=table: printer.print_batch(table, batch))
+    with collector:
+        _announce_ready(collector)
+        stop.wait(args.duration)
+    return run_statements(collector, args.commands, args.format)
+
+
+def _announce_ready(collector: Collector) -> None:
+    running = ", ".join(r.name for r in collector.running) or "none"
+    skipped = "".join(f"; {r.name} skipped ({r.detail})" for r in collector.runs if r.state == "skipped")
+    print(f"tracedb: ready: running {running}{skipped}", file=sys.stderr, flush=True)
+
+
+def run_statements(collector: Collector, statements: list[str], fmt: str) -> int:
+    status = 0
+    for sql in statements:
+        try:
+            result = collector.query(sql)
+        except QueryError as e:
+            print(f"tracedb: error in {sql!r}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        if result is not None:
+            sys.stdout.write(output.render(result, fmt))
+    sys.stdout.flush()
+    return status
+
+
+def cmd_interactive(args) -> int:
+    from tracedb import prompt
+
+    with Collector(sources=args.sources, retention=_retention(args)) as collector:
+        _announce_ready(collector)
+        return prompt.loop(collector)
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "doctor": cmd_doctor,
+    "tables": cmd_tables,
+    "schema": cmd_schema,
+    "interactive": cmd_interactive,
+}

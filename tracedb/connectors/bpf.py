@@ -38,8 +38,13 @@ class RawRing:
         return np.frombuffer(b"".join(chunks), dtype=self.dtype)
 
 
+def bpf_root() -> Path:
+    """The folder holding every connector's C (bpf/ in the repository)."""
+    return Path(str(resources.files("tracedb.bpf")))
+
+
 def bpf_source_dir(connector: str) -> Path:
-    return Path(str(resources.files("tracedb.bpf") / connector))
+    return bpf_root() / connector
 
 
 def render_cflags(defines: dict[str, int | str | None], include_dir: Path) -> list[str]:
@@ -72,7 +77,7 @@ class BpfProgram:
 
     def open_ring(self, map_name: str, dtype: np.dtype) -> RawRing:
         ring = RawRing(dtype)
-        self.bpf[map_name].open_ring_buffer(ring.callback)
+        self.bpf[map_name.encode()].open_ring_buffer(ring.callback)
         self._rings[map_name] = ring
         return ring
 
@@ -81,7 +86,7 @@ class BpfProgram:
             self.bpf.ring_buffer_consume()
 
     def array_sum(self, map_name: str) -> int:
-        return sum(v.value for v in self.bpf[map_name].values())
+        return sum(v.value for v in self.bpf[map_name.encode()].values())
 
     def close(self) -> None:
         if self.bpf is not None:

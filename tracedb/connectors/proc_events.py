@@ -45,6 +45,10 @@ EXIT_EVENT = np.dtype(
     ]
 )
 
+# The header both sides include, and its structs' Python mirrors, for the layout test.
+BPF_HEADER = "proc_events/proc_events.h"
+BPF_STRUCTS = {"exec_event": EXEC_EVENT, "exit_event": EXIT_EVENT}
+
 TASK_FIELDS = {
     "TASK_START_BOOTTIME_OFF": ("task_struct", "start_boottime"),
     "TASK_EXIT_CODE_OFF": ("task_struct", "exit_code"),

@@ -196,7 +196,7 @@ def report(fix: bool) -> int:
         _apply_fixes()
     checks = _required_checks()
     problems = [problem for _, problem in checks if problem]
-    rows = [_kernel_row(), checks[0][0], _btf_row(), *(row for row, _ in checks[1:])]
+    rows = [_kernel_row(), _btf_row(), *(row for row, _ in checks)]
     if not is_root:
         rows.append(_probes_not_tried(["needs root"]))
     elif problems:

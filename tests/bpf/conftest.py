@@ -3,7 +3,12 @@ environment (`tracedb doctor --fix`) are required; in CI their absence fails."""
 
 import json
 import os
+import queue
+import signal
 import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
@@ -31,3 +36,58 @@ def loaded_bpf_program_ids() -> set[int]:
 def uprobe_events() -> str:
     with open("/sys/kernel/tracing/uprobe_events") as f:
         return f.read()
+
+
+class Headless:
+    """A `tracedb run --sources proc_events ...` child, its output read by threads
+    (so a full pipe never blocks it)."""
+
+    def __init__(self, *extra: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tracedb", "run", "--sources", "proc_events", *extra],
+            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr: queue.Queue = queue.Queue()
+        self._readers = [
+            threading.Thread(target=lambda: self.stdout.extend(self.proc.stdout), daemon=True),
+            threading.Thread(target=lambda: [self.stderr.put(line) for line in self.proc.stderr], daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+        self.stderr_seen: list[str] = []
+
+    def wait_ready(self, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.stderr.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            self.stderr_seen.append(line)
+            if line.startswith("tracedb: ready"):
+                return
+        self.proc.kill()
+        self.proc.wait()
+        pytest.fail("tracedb did not become ready:\n" + "".join(self.stderr_seen))
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> tuple[int, str, str]:
+        """Send `sig`, wait for the exit; (exit status, stdout, stderr)."""
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"tracedb did not exit within {timeout_s} s of signal {sig}")
+        for reader in self._readers:
+            reader.join(timeout=5)
+        while not self.stderr.empty():
+            self.stderr_seen.append(self.stderr.get())
+        return self.proc.returncode, "".join(self.stdout), "".join(self.stderr_seen)
+
+
+def start_headless(*extra: str) -> Headless:
+    headless = Headless(*extra)
+    headless.wait_ready()
+    return headless

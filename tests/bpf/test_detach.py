@@ -2,13 +2,10 @@
 
 import json
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.bpf.conftest import loaded_bpf_program_ids, uprobe_events
+from tests.bpf.conftest import loaded_bpf_program_ids, start_headless, uprobe_events
 from tracedb import Collector
 
 
@@ -28,30 +25,13 @@ def test_an_exception_inside_the_block_unloads_the_programs(bpf_ready):
     assert loaded_bpf_program_ids() == before
 
 
-def start_headless(*extra):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tracedb", "run", "--sources", "proc_events", *extra],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if line.startswith("tracedb: ready"):
-            return proc
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    pytest.fail(f"tracedb did not become ready: {proc.stderr.read()}")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signals_end_the_headless_collector_cleanly(bpf_ready, sig):
     before = loaded_bpf_program_ids()
     proc = start_headless("--format", "json", "-c", "select count(*) as n from tracedb_connectors")
     assert loaded_bpf_program_ids() - before
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    status, out, err = proc.stop(sig)
+    assert status == 0, err
     assert json.loads(out) == [{"n": 1}], "the -c statements still run after the signal"
     assert loaded_bpf_program_ids() == before
     assert uprobe_events() == ""

@@ -18,7 +18,8 @@ import numpy as np
 
 from tracedb.connectors.base import Unavailable
 
-CFLAGS = ["-Wno-ignored-attributes", "-Wno-unused-command-line-argument"]
+# Harmless warnings of kernel headers older or newer than the clang BCC embeds.
+CFLAGS = ["-Wno-ignored-attributes", "-Wno-duplicate-decl-specifier", "-Wno-unused-command-line-argument"]
 
 
 class RawRing:

@@ -1,0 +1,84 @@
+"""Collector behaviour with connectors that are unavailable or fail (no root)."""
+
+import time
+
+import pytest
+
+from tracedb import Collector
+from tracedb.connectors import registry
+from tracedb.connectors.base import Connector, Unavailable
+from tracedb.prompt import handle_line
+
+
+class NeedsMissingKernel(Connector):
+    name = "test_unavailable"
+    tables = ("exec_events",)
+    description = "always unavailable"
+
+    def start(self):
+        raise Unavailable("tracepoint sched:nope does not exist on this kernel")
+
+
+class FailsWhileRunning(Connector):
+    name = "test_failing"
+    tables = ("proc_exit_events",)
+    description = "fails at its second sample"
+    sampling_period_s = 0.05
+
+    def __init__(self):
+        super().__init__()
+        self.samples = 0
+        self.stopped = 0
+
+    def sample(self):
+        self.samples += 1
+        if self.samples == 2:
+            raise OSError("the device went away")
+
+    def flush(self):
+        return {}
+
+    def stop(self):
+        self.stopped += 1
+
+
+@pytest.fixture
+def test_connectors():
+    registry.connectors()
+    for cls in (NeedsMissingKernel, FailsWhileRunning):
+        registry.register(cls)
+    yield
+    for cls in (NeedsMissingKernel, FailsWhileRunning):
+        registry._registry.pop(cls.name)
+
+
+def test_unavailable_connector_is_skipped_and_the_others_run(test_connectors):
+    logged = []
+    with Collector(sources=["test_unavailable", "procfs"], log=logged.append) as collector:
+        time.sleep(1.2)
+        states = collector.query("select connector, state, detail from tracedb_connectors order by connector").to_pylist()
+        rows = collector.query("select count(*) as n from process_stats").to_pylist()[0]["n"]
+    assert states[0] == {"connector": "procfs", "state": "running", "detail": ""}
+    assert states[1]["state"] == "skipped" and "sched:nope" in states[1]["detail"]
+    assert rows > 0
+    assert any("test_unavailable skipped" in m for m in logged)
+
+
+def test_connector_failing_while_running_is_stopped_and_reported(test_connectors):
+    logged = []
+    with Collector(sources=["test_failing", "procfs"], log=logged.append) as collector:
+        time.sleep(1.2)
+        failing = next(r.connector for r in collector.runs if r.name == "test_failing")
+    states = {r.name: (r.state, r.detail) for r in collector.runs}
+    assert states["test_failing"] == ("failed", "OSError: the device went away")
+    assert states["procfs"][0] == "stopped"
+    assert failing.stopped >= 1, "a failed connector still releases its resources"
+    assert any("test_failing failed" in m for m in logged)
+
+
+def test_prompt_shows_results_errors_and_quits():
+    with Collector(sources=["procfs"]) as collector:
+        assert "|   2 |" in handle_line(collector, "select 1 + 1 as two;")
+        assert handle_line(collector, "select * from nope").startswith("Error: ")
+        assert handle_line(collector, "   ") == ""
+        assert handle_line(collector, ".quit") is None and handle_line(collector, "quit;") is None

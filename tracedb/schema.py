@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from pathlib import Path
 
@@ -110,7 +110,7 @@ class TableSchema:
                 return c
         raise KeyError(f"{self.name} has no column {name!r}")
 
-    @property
+    @cached_property
     def arrow_schema(self) -> pa.Schema:
         return pa.schema(
             [

@@ -48,20 +48,16 @@ class Partition:
     data: pa.Table
     min_time_us: int
     max_time_us: int
+    nbytes: int  # kept: Arrow walks every buffer to compute it
 
     @property
     def num_rows(self) -> int:
         return self.data.num_rows
 
-    @property
-    def nbytes(self) -> int:
-        return self.data.nbytes
-
     @classmethod
     def of(cls, data: pa.Table) -> Partition:
-        times = data.column("time_")
-        lo, hi = pc.min_max(times).values()
-        return cls(next(_partition_ids), data, _as_us(lo), _as_us(hi))
+        lo, hi = pc.min_max(data.column("time_")).values()
+        return cls(next(_partition_ids), data, _as_us(lo), _as_us(hi), data.nbytes)
 
 
 def _as_us(scalar: pa.Scalar) -> int:

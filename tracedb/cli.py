@@ -74,10 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in parse_names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _add_collector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=parse_names, metavar="NAME,...", help="connectors or tables to run (default: all)")
     parser.add_argument("--retention-bytes", type=parse_size, metavar="SIZE", help="byte budget per table (default 128M)")
     parser.add_argument("--retention-age", type=parse_seconds, metavar="S", help="age limit per table (default 1h)")
+    tracer = parser.add_argument_group("socket tracer")
+    tracer.add_argument("--trace-pids", type=parse_ints, metavar="PID,...", help="trace only these processes' sockets")
+    tracer.add_argument("--trace-ports", type=parse_ints, metavar="PORT,...", help="trace only connections with one of these local or remote ports")
+    tracer.add_argument("--max-capture", type=parse_size, metavar="SIZE", help="payload bytes copied per syscall (default 30K, at most 32K)")
+    tracer.add_argument("--body-limit", type=parse_size, metavar="SIZE", help="body bytes kept per HTTP message (default 1K)")
+
+
+def _connector_options(args) -> dict[str, dict]:
+    """Options of the connectors that run; a flag for one that does not run is refused."""
+    given = {
+        "pids": args.trace_pids,
+        "ports": args.trace_ports,
+        "max_capture_bytes": args.max_capture,
+        "body_limit": args.body_limit,
+    }
+    tracer = {key: value for key, value in given.items() if value is not None}
+    return {"socket_tracer": tracer} if tracer else {}
+
+
+def _collector(args) -> Collector:
+    return Collector(sources=args.sources, retention=_retention(args), connector_options=_connector_options(args))
 
 
 def _retention(args) -> Retention:
@@ -143,7 +171,7 @@ def _stop_on_signals(stop: threading.Event) -> None:
 def cmd_run(args) -> int:
     stop = threading.Event()
     _stop_on_signals(stop)
-    collector = Collector(sources=args.sources, retention=_retention(args))
+    collector = _collector(args)
     printer = output.StreamPrinter(sys.stdout, args.format)
     for table in args.print_tables:
         collector.on_rows(table, lambda batch, table=table: printer.print_batch(table, batch))
@@ -177,7 +205,7 @@ def run_statements(collector: Collector, statements: list[str], fmt: str) -> int
 def cmd_interactive(args) -> int:
     from tracedb import prompt
 
-    with Collector(sources=args.sources, retention=_retention(args)) as collector:
+    with _collector(args) as collector:
         _announce_ready(collector)
         return prompt.loop(collector)
 

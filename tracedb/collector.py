@@ -57,8 +57,13 @@ class Collector:
         retention: Retention | None = None,
         per_table_retention: dict[str, Retention] | None = None,
         log: Callable[[str], None] | None = None,
+        connector_options: dict[str, dict] | None = None,
     ):
         self.connector_classes = resolve_sources(sources)
+        self.connector_options = connector_options or {}
+        unknown = set(self.connector_options) - {cls.name for cls in self.connector_classes}
+        if unknown:
+            raise ValueError(f"options given for connectors not running: {', '.join(sorted(unknown))}")
         tables = [t for cls in self.connector_classes for t in cls.tables]
         self.store = TableStore([get_schema(t) for t in tables], retention, per_table_retention)
         self.engine = QueryEngine(self.store, {CONNECTORS_TABLE: self.connector_status})
@@ -88,7 +93,7 @@ class Collector:
             raise EnvironmentNotReady("cannot start the BPF connectors:\n" + "\n".join(lines))
 
     def _start_connector(self, cls: type[Connector]) -> ConnectorRun:
-        run = ConnectorRun(cls())
+        run = ConnectorRun(cls(**self.connector_options.get(cls.name, {})))
         try:
             run.connector.start()
         except Unavailable as e:

@@ -1,11 +1,12 @@
 """The numpy mirrors of the BPF event structs agree with the C headers.
 
-Each BPF connector module names its header (BPF_HEADER) and mirrors
+Each module that mirrors a BPF header names it (BPF_HEADER) and its mirrors
 (BPF_STRUCTS); this test compiles a program with gcc that prints the C sizes
 and offsets, and compares them field by field.
 """
 
 import importlib
+import pkgutil
 import shutil
 import subprocess
 
@@ -13,12 +14,14 @@ import pytest
 
 from tests.conftest import require
 from tracedb.connectors.bpf import bpf_root
-from tracedb.connectors.registry import connectors
+import tracedb.connectors
 
 
 def mirrored_modules():
-    modules = {importlib.import_module(cls.__module__) for cls in connectors().values()}
-    return sorted((m for m in modules if hasattr(m, "BPF_STRUCTS")), key=lambda m: m.__name__)
+    """Every module under tracedb.connectors that declares BPF_STRUCTS."""
+    names = [m.name for m in pkgutil.walk_packages(tracedb.connectors.__path__, "tracedb.connectors.")]
+    modules = [importlib.import_module(name) for name in names]
+    return [m for m in modules if hasattr(m, "BPF_STRUCTS")]
 
 
 def c_layout(tmp_path, header: str, structs: dict) -> dict[str, int]:

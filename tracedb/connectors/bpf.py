@@ -25,18 +25,22 @@ CFLAGS = ["-Wno-ignored-attributes", "-Wno-duplicate-decl-specifier", "-Wno-unus
 class RawRing:
     """Raw event bytes copied out of one BPF ring buffer."""
 
-    def __init__(self, dtype: np.dtype):
-        self.dtype = dtype
+    def __init__(self, dtype: np.dtype | None):
+        self.dtype = dtype  # None for variable-size events
         self._chunks: list[bytes] = []
 
     def callback(self, _ctx, data, size) -> int:
         self._chunks.append(ctypes.string_at(data, size))
         return 0
 
-    def take(self) -> np.ndarray:
-        """Everything collected since the last take, as a structured array."""
+    def take_raw(self) -> list[bytes]:
+        """Every event collected since the last take, as its bytes."""
         chunks, self._chunks = self._chunks, []
-        return np.frombuffer(b"".join(chunks), dtype=self.dtype)
+        return chunks
+
+    def take(self) -> np.ndarray:
+        """Every (fixed-size) event collected since the last take, as a structured array."""
+        return np.frombuffer(b"".join(self.take_raw()), dtype=self.dtype)
 
 
 def bpf_root() -> Path:
@@ -76,7 +80,7 @@ class BpfProgram:
         except Exception as e:
             raise Unavailable(f"{self.source.name} did not compile or load: {e}") from None
 
-    def open_ring(self, map_name: str, dtype: np.dtype) -> RawRing:
+    def open_ring(self, map_name: str, dtype: np.dtype | None) -> RawRing:
         ring = RawRing(dtype)
         self.bpf[map_name.encode()].open_ring_buffer(ring.callback)
         self._rings[map_name] = ring

@@ -15,6 +15,7 @@ from tracedb.connectors.base import Connector
 BUILTIN = (
     "tracedb.connectors.procfs",
     "tracedb.connectors.proc_events",
+    "tracedb.connectors.socket_tracer.connector",
 )
 
 _registry: dict[str, type[Connector]] = {}

@@ -1,0 +1,582 @@
+"""HTTP/1.x: the bytes of one connection to messages, and requests paired with responses.
+
+This module owns HTTP/1.x framing as RFC 9112 defines it (start line, header
+section, body length per §6.3, chunked coding) for traced traffic, which may
+begin mid-message, lose bytes or carry things that are not HTTP at all:
+
+- `HttpParser` parses one direction incrementally. `feed()` takes the next
+  contiguous bytes with the time of the syscall that carried them and returns
+  the messages they complete; `gap()` says bytes were lost. After malformed
+  input or a gap it drops the message in progress and resynchronises on the
+  next plausible message start: a known method and a space (requests) or
+  `HTTP/1.` (responses), anywhere, not only at a line start, because the
+  message after a lost stretch of body usually follows body bytes directly.
+- `HttpStitcher` pairs the requests and responses of one connection in order,
+  as HTTP/1.x pipelining requires.
+- `headers_json` and `latency_ns` turn a pair into `http_events` columns.
+
+Memory per parser is bounded: a header section over HEAD_LIMIT bytes or
+MAX_HEADERS fields is malformed, and body bytes past `body_limit` are counted,
+not kept.
+
+A protocol switch (101 Switching Protocols, or a 2xx answer to CONNECT) ends
+HTTP on the connection. The response parser sees it and sets `switched`; the
+caller then calls `switch_protocols()` on the request parser. Both ignore all
+later bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+HEAD_LIMIT = 64 * 1024  # bytes of a start line and header section, or of a trailer section
+MAX_HEADERS = 200
+CHUNK_LINE_LIMIT = 4096  # a chunk-size line with its extensions
+MAX_LENGTH = 2**63 - 1  # a larger Content-Length would not fit http_events' int64 body_size
+MAX_PENDING_METHODS = 1024  # request methods a response parser remembers (for HEAD)
+
+# Methods a request may start with: RFC 9110's, PATCH and WebDAV's. Other
+# tokens are malformed: a looser set would let the resynchronising search take
+# more body text for a message start, and parsing in step agrees with it.
+METHODS = frozenset(
+    b"GET HEAD POST PUT DELETE CONNECT OPTIONS TRACE PATCH"
+    b" PROPFIND PROPPATCH MKCOL COPY MOVE LOCK UNLOCK REPORT SEARCH".split()
+)
+_LONGEST_METHOD = max(map(len, METHODS))
+_METHOD_PREFIXES = frozenset(m[:n] for m in METHODS for n in range(len(m) + 1))
+_REQUEST_START = re.compile(b"(?:" + b"|".join(sorted(METHODS)) + b") ")
+_RESPONSE_START = b"HTTP/1."
+_START_TAIL = max(_LONGEST_METHOD, len(_RESPONSE_START) - 1)  # bytes of a start that may be split off
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_STATUS_CODE = re.compile(rb"[1-5][0-9][0-9]")
+_DECIMAL = re.compile(r"[0-9]{1,19}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_SECTION_END = re.compile(rb"\n\r?\n")
+
+
+@dataclass
+class HttpMessage:
+    """One request or response."""
+
+    is_request: bool
+    start_ns: int  # timestamp of the chunk holding the message's first byte
+    end_ns: int  # timestamp of the chunk holding its last byte
+    major: int
+    minor: int
+    method: str = ""  # requests
+    path: str = ""
+    status: int = 0  # responses
+    reason: str = ""
+    headers: list[tuple[str, str]] = field(default_factory=list)  # in order, names as sent
+    body: bytes = b""  # the first body_limit bytes (decoded, for chunked)
+    body_size: int = 0  # full body size (decoded, for chunked)
+    chunked: bool = False
+
+
+class _Malformed(Exception):
+    """The bytes at the parser's position cannot continue an HTTP message."""
+
+
+class HttpParser:
+    """Incremental parser for one direction of one connection.
+
+    Parsing is a loop of steps, one per part of a message: start line, header
+    section, body bytes, chunk-size line, ... `_step` holds the one to run
+    next; it consumes what it can and returns whether to run again. A step
+    that finds malformed input raises _Malformed with the position still at
+    the start of the offending part, where the search for the next message
+    begins.
+    """
+
+    def __init__(self, is_request: bool, body_limit: int = 1024) -> None:
+        self.is_request = is_request
+        self.body_limit = body_limit
+        self.parse_errors = 0
+        self.resyncs = 0
+        self.switched = False
+        self._buf = bytearray()
+        self._pos = 0  # first unconsumed byte of _buf
+        self._scan_from = 0  # where the current step's search for its delimiter resumes
+        self._base = 0  # stream offset of _buf[0]
+        self._chunks: deque[tuple[int, int]] = deque()  # (stream offset, timestamp) of fed chunks
+        self._methods: deque[str] = deque(maxlen=MAX_PENDING_METHODS)
+        self._begin_message()
+
+    # The interface
+
+    def feed(self, data: bytes, timestamp_ns: int) -> list[HttpMessage]:
+        """Parse the next bytes of the stream, carried by a syscall at
+        timestamp_ns; return the messages they complete, in order."""
+        if self.switched or not data:
+            return []
+        self._chunks.append((self._base + len(self._buf), timestamp_ns))
+        self._buf += data
+        done: list[HttpMessage] = []
+        self._run(done)
+        self._compact()
+        return done
+
+    def gap(self, lost_bytes: int) -> None:
+        """lost_bytes bytes are missing here. The message in progress is
+        dropped and parsing resumes at the next plausible message start. HTTP
+        framing has no use for the count: the lost bytes may hold anything."""
+        if self.switched:
+            return
+        self._discard_input()
+        self._resync()
+
+    def close(self, timestamp_ns: int) -> list[HttpMessage]:
+        """The stream ended (the connection closed at timestamp_ns): finish a
+        response whose body runs until the close, and forget anything partial.
+        The message's end_ns stays the time of its last byte: the close may be
+        seen much later than it happened."""
+        done: list[HttpMessage] = []
+        if self._step is HttpParser._step_until_close:
+            self._finish(done)
+        self._discard_input()
+        self._begin_message()
+        return done
+
+    def expect_response_to(self, method: str) -> None:
+        """Response parsers: the method of the next request of the connection,
+        in order. A response to HEAD has no body; one to CONNECT may open a tunnel."""
+        self._methods.append(method)
+
+    def switch_protocols(self) -> None:
+        """The connection no longer carries HTTP: ignore all later bytes."""
+        self.switched = True
+        self._goto(HttpParser._step_switched)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held: unparsed input and the kept start of the current body."""
+        return len(self._buf) - self._pos + len(self._body)
+
+    # The loop and its bookkeeping
+
+    def _run(self, done: list[HttpMessage]) -> None:
+        while True:
+            try:
+                if not self._step(self, done):
+                    return
+            except _Malformed:
+                self._drop_malformed()
+
+    def _goto(self, step: Callable[[HttpParser, list[HttpMessage]], bool]) -> None:
+        # Steps are kept unbound so that the parser holds no reference cycle.
+        self._step = step
+        self._scan_from = 0
+
+    def _drop_malformed(self) -> None:
+        if self._step is HttpParser._step_start_line:
+            # The search resumes after the failed start. A candidate found by
+            # resynchronising that is no start line is not a message either.
+            self._pos += 1
+            if self._candidate:
+                self._goto(HttpParser._step_resync)
+                return
+        self.parse_errors += 1
+        self._resync()
+
+    def _resync(self) -> None:
+        self.resyncs += 1
+        self._goto(HttpParser._step_resync)
+
+    def _begin_message(self, candidate: bool = False) -> None:
+        self._candidate = candidate  # found by resynchronisation, start line not yet parsed
+        self._msg: HttpMessage | None = None  # from its start line on
+        self._start_ns: int | None = None  # from its first byte on
+        self._body = bytearray()
+        self._start_line_bytes = 0  # counted with the header section against HEAD_LIMIT
+        self._remaining = 0  # bytes left of a Content-Length body or of a chunk
+        self._goto(HttpParser._step_start_line)
+
+    def _finish(self, done: list[HttpMessage]) -> None:
+        msg = self._msg
+        msg.body = bytes(self._body)
+        msg.end_ns = self._time_at(self._pos - 1)
+        done.append(msg)
+        self._begin_message()
+
+    def _time_at(self, index: int) -> int:
+        """Timestamp of the chunk that carried _buf[index]. Lookups never go
+        backwards, so the chunks before that one are forgotten."""
+        self._forget_chunks_before(self._base + index)
+        return self._chunks[0][1]
+
+    def _forget_chunks_before(self, offset: int) -> None:
+        chunks = self._chunks
+        while len(chunks) > 1 and chunks[1][0] <= offset:
+            chunks.popleft()
+
+    def _discard_input(self) -> None:
+        self._base += len(self._buf)
+        self._buf.clear()
+        self._pos = self._scan_from = 0
+        self._chunks.clear()
+
+    def _compact(self) -> None:
+        """Drop consumed bytes. The chunk of the last one stays known: a
+        response read until close ends with it."""
+        consumed = self._pos
+        if consumed:
+            self._forget_chunks_before(self._base + consumed - 1)
+            del self._buf[:consumed]
+            self._base += consumed
+            self._scan_from = max(0, self._scan_from - consumed)
+            self._pos = 0
+
+    # Delimiters. Each search resumes where the last one of the same step
+    # stopped, so bytes arriving one at a time are not scanned again.
+
+    def _line_end(self, budget: int) -> int:
+        """Index just past the LF that ends the line at _pos, or -1 while it
+        has not arrived. A line longer than budget bytes is malformed."""
+        buf, pos = self._buf, self._pos
+        lf = buf.find(b"\n", max(self._scan_from, pos), pos + budget)
+        if lf >= 0:
+            return lf + 1
+        if len(buf) - pos >= budget:
+            raise _Malformed
+        self._scan_from = len(buf)
+        return -1
+
+    def _section_end(self, budget: int) -> int:
+        """Index just past the empty line that ends the field section at
+        _pos, or -1 while it has not arrived. A longer section than budget
+        bytes is malformed."""
+        buf, pos = self._buf, self._pos
+        lead = bytes(buf[pos : pos + 2])
+        if lead.startswith(b"\n"):  # no fields
+            return pos + 1
+        if lead == b"\r\n":
+            return pos + 2
+        found = _SECTION_END.search(buf, max(self._scan_from, pos), pos + budget)
+        if found:
+            return found.end()
+        if len(buf) - pos >= budget:
+            raise _Malformed
+        self._scan_from = max(pos, len(buf) - 2)  # an end may be arriving split
+        return -1
+
+    def _line_before(self, end: int) -> bytes:
+        """The line from _pos to end, without its CRLF or bare LF."""
+        line = bytes(self._buf[self._pos : end - 1])
+        return line[:-1] if line.endswith(b"\r") else line
+
+    def _may_start_message(self, pos: int) -> bool | None:
+        """Whether a message may begin at _buf[pos]; None if too few bytes to tell."""
+        if self.is_request:
+            head = bytes(self._buf[pos : pos + _LONGEST_METHOD + 1])
+            space = head.find(b" ")
+            if space >= 0:
+                return head[:space] in METHODS
+            return None if head in _METHOD_PREFIXES else False
+        head = bytes(self._buf[pos : pos + len(_RESPONSE_START)])
+        if head == _RESPONSE_START:
+            return True
+        return None if _RESPONSE_START.startswith(head) else False
+
+    def _find_start(self, pos: int) -> int:
+        """Index of the next plausible message start at or after pos, or -1."""
+        if self.is_request:
+            found = _REQUEST_START.search(self._buf, pos)
+            return found.start() if found else -1
+        return self._buf.find(_RESPONSE_START, pos)
+
+    # The steps
+
+    def _step_resync(self, done: list[HttpMessage]) -> bool:
+        start = self._find_start(self._pos)
+        if start < 0:
+            self._pos = max(self._pos, len(self._buf) - _START_TAIL)
+            return False
+        self._pos = start
+        self._begin_message(candidate=True)
+        return True
+
+    def _step_start_line(self, done: list[HttpMessage]) -> bool:
+        buf, pos = self._buf, self._pos
+        # Empty lines before a message are ignored (RFC 9112 §2.2): some
+        # clients send a CRLF after a request body.
+        lead = bytes(buf[pos : pos + 2])
+        if lead in (b"", b"\r"):
+            return False
+        if lead.startswith(b"\n") or lead == b"\r\n":
+            self._pos = buf.index(b"\n", pos) + 1
+            return True
+        if self._may_start_message(pos) is False:
+            raise _Malformed
+        if self._start_ns is None:
+            self._start_ns = self._time_at(pos)
+        end = self._line_end(HEAD_LIMIT)
+        if end < 0:
+            return False
+        line = self._line_before(end)
+        self._msg = _parse_request_line(line) if self.is_request else _parse_status_line(line)
+        self._msg.start_ns = self._start_ns
+        self._candidate = False
+        self._start_line_bytes = end - pos
+        self._pos = end
+        self._goto(HttpParser._step_header_section)
+        return True
+
+    def _step_header_section(self, done: list[HttpMessage]) -> bool:
+        end = self._section_end(HEAD_LIMIT - self._start_line_bytes)
+        if end < 0:
+            return False
+        self._msg.headers = _parse_fields(bytes(self._buf[self._pos : end]))
+        self._pos = end
+        self._start_body(done)
+        return True
+
+    def _start_body(self, done: list[HttpMessage]) -> None:
+        """Choose how the body ends (RFC 9112 §6.3), the header section read."""
+        msg = self._msg
+        if not msg.is_request:
+            method = self._answered_method(msg.status)
+            if msg.status == 101 or (method == "CONNECT" and 200 <= msg.status < 300):
+                self._finish(done)
+                self.switch_protocols()
+                return
+            if method == "HEAD" or msg.status < 200 or msg.status in (204, 304):
+                self._finish(done)
+                return
+        codings, lengths = _framing_fields(msg.headers)
+        if codings:
+            if codings[-1].lower() == "chunked":
+                msg.chunked = True
+                self._goto(HttpParser._step_chunk_size)
+            elif msg.is_request:  # its end would be unknowable
+                raise _Malformed
+            else:
+                self._goto(HttpParser._step_until_close)
+            return
+        length = _content_length(lengths)
+        if length:
+            self._remaining = length
+            self._goto(HttpParser._step_fixed_body)
+        elif length == 0 or msg.is_request:
+            self._finish(done)
+        else:
+            self._goto(HttpParser._step_until_close)
+
+    def _answered_method(self, status: int) -> str:
+        """The method of the request this response answers ("" if unknown). An
+        interim (1xx) response leaves it to the final response that follows."""
+        if not self._methods:
+            return ""
+        if 100 <= status < 200 and status != 101:
+            return self._methods[0]
+        return self._methods.popleft()
+
+    def _take_body(self, wanted: int) -> int:
+        """Consume up to `wanted` body bytes, keeping the first body_limit of
+        the message; return how many were there."""
+        start = self._pos
+        taken = min(wanted, len(self._buf) - start)
+        room = self.body_limit - len(self._body)
+        if room > 0:
+            self._body += self._buf[start : start + min(room, taken)]
+        self._msg.body_size += taken
+        self._pos = start + taken
+        return taken
+
+    def _step_fixed_body(self, done: list[HttpMessage]) -> bool:
+        self._remaining -= self._take_body(self._remaining)
+        if self._remaining:
+            return False
+        self._finish(done)
+        return True
+
+    def _step_until_close(self, done: list[HttpMessage]) -> bool:
+        self._take_body(len(self._buf) - self._pos)
+        return False
+
+    def _step_chunk_size(self, done: list[HttpMessage]) -> bool:
+        end = self._line_end(CHUNK_LINE_LIMIT)
+        if end < 0:
+            return False
+        size = self._line_before(end).split(b";", 1)[0].strip(b" \t")  # extensions are ignored
+        if not _CHUNK_SIZE.fullmatch(size):
+            raise _Malformed
+        self._pos = end
+        self._remaining = int(size, 16)
+        self._goto(HttpParser._step_chunk_data if self._remaining else HttpParser._step_trailer_section)
+        return True
+
+    def _step_chunk_data(self, done: list[HttpMessage]) -> bool:
+        self._remaining -= self._take_body(self._remaining)
+        if self._remaining:
+            return False
+        self._goto(HttpParser._step_chunk_data_end)
+        return True
+
+    def _step_chunk_data_end(self, done: list[HttpMessage]) -> bool:
+        end = self._line_end(2)
+        if end < 0:
+            return False
+        if self._line_before(end):
+            raise _Malformed
+        self._pos = end
+        self._goto(HttpParser._step_chunk_size)
+        return True
+
+    def _step_trailer_section(self, done: list[HttpMessage]) -> bool:
+        # Trailer fields are checked but not kept: they may not be merged into
+        # the header fields (RFC 9110 §6.5.1).
+        end = self._section_end(HEAD_LIMIT)
+        if end < 0:
+            return False
+        _parse_fields(bytes(self._buf[self._pos : end]))
+        self._pos = end
+        self._finish(done)
+        return True
+
+    def _step_switched(self, done: list[HttpMessage]) -> bool:
+        self._pos = len(self._buf)
+        return False
+
+
+def _parse_request_line(line: bytes) -> HttpMessage:
+    parts = line.split(b" ")
+    if len(parts) != 3 or parts[0] not in METHODS or not parts[1]:
+        raise _Malformed
+    major, minor = _parse_version(parts[2])
+    return HttpMessage(
+        is_request=True, start_ns=0, end_ns=0, major=major, minor=minor,
+        method=parts[0].decode(), path=_text(parts[1]),
+    )
+
+
+def _parse_status_line(line: bytes) -> HttpMessage:
+    version, _, rest = line.partition(b" ")
+    code, _, reason = rest.partition(b" ")  # the reason may be empty or hold spaces
+    if not _STATUS_CODE.fullmatch(code):
+        raise _Malformed
+    major, minor = _parse_version(version)
+    return HttpMessage(
+        is_request=False, start_ns=0, end_ns=0, major=major, minor=minor,
+        status=int(code), reason=_text(reason),
+    )
+
+
+def _parse_version(text: bytes) -> tuple[int, int]:
+    if len(text) != 8 or not text.startswith(b"HTTP/1.") or not text[7:].isdigit():
+        raise _Malformed
+    return 1, int(text[7:])
+
+
+def _parse_fields(section: bytes) -> list[tuple[str, str]]:
+    """The fields of a section that ends with its empty line."""
+    lines = _text(section).split("\n")[:-2]  # the empty line leaves "" or "\r", then ""
+    if len(lines) > MAX_HEADERS:
+        raise _Malformed
+    fields = []
+    for line in lines:
+        name, colon, value = line.partition(":")
+        # The token test also rejects obsolete line folding (a line beginning
+        # with whitespace, RFC 9112 §5.2) and whitespace before the colon (§5.1).
+        if not colon or not _TOKEN.fullmatch(name):
+            raise _Malformed
+        fields.append((name, value.strip(" \t\r")))  # \r: what is left of a CRLF
+    return fields
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _framing_fields(headers: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The elements of the Transfer-Encoding and of the Content-Length fields."""
+    codings: list[str] = []
+    lengths: list[str] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "transfer-encoding":
+            codings += filter(None, (item.strip(" \t") for item in value.split(",")))
+        elif lower == "content-length":
+            lengths += (item.strip(" \t") for item in value.split(","))
+    return codings, lengths
+
+
+def _content_length(lengths: list[str]) -> int | None:
+    """The Content-Length, None if absent. Differing values, as in a request
+    smuggling attempt, make the message malformed (RFC 9112 §6.3)."""
+    if not lengths:
+        return None
+    if len(set(lengths)) > 1 or not _DECIMAL.fullmatch(lengths[0]) or int(lengths[0]) > MAX_LENGTH:
+        raise _Malformed
+    return int(lengths[0])
+
+
+class HttpStitcher:
+    """Pairs requests with responses of one connection in order (HTTP/1.x pipelining).
+
+    Interim responses (1xx other than 101) are dropped: the final response
+    that follows answers the request. A response that began before the oldest
+    pending request cannot answer it (timestamps come from one monotonic clock
+    and a read is stamped when it returns): that response's own request was
+    lost, so it is counted as unmatched and the request keeps waiting.
+    """
+
+    def __init__(self, max_pending: int = 1024) -> None:
+        self.max_pending = max_pending
+        self.unmatched_responses = 0
+        self.dropped_requests = 0
+        self._pending: deque[HttpMessage] = deque()
+
+    @property
+    def pending_requests(self) -> int:
+        return len(self._pending)
+
+    def add_requests(self, msgs: list[HttpMessage]) -> None:
+        self._pending.extend(msgs)
+        excess = len(self._pending) - self.max_pending
+        for _ in range(excess):  # the oldest lost their responses
+            self._pending.popleft()
+        self.dropped_requests += max(excess, 0)
+
+    def add_responses(self, msgs: list[HttpMessage]) -> list[tuple[HttpMessage, HttpMessage]]:
+        """Return the (request, response) pairs these responses complete."""
+        pairs = []
+        for resp in msgs:
+            if 100 <= resp.status < 200 and resp.status != 101:
+                continue
+            if self._pending and self._pending[0].start_ns <= resp.start_ns:
+                pairs.append((self._pending.popleft(), resp))
+            else:
+                self.unmatched_responses += 1
+        return pairs
+
+    def expire(self, older_than_ns: int) -> list[HttpMessage]:
+        """Remove and return the pending requests that started before
+        older_than_ns: their responses are taken to be lost."""
+        expired = []
+        while self._pending and self._pending[0].start_ns < older_than_ns:
+            expired.append(self._pending.popleft())
+        self.dropped_requests += len(expired)
+        return expired
+
+
+def headers_json(headers: list[tuple[str, str]]) -> str:
+    """The header fields as a JSON object of strings. Names keep the spelling
+    of their first occurrence; a name repeated (in any case) gets its values
+    joined with ", " in order, as RFC 9110 §5.3 allows. That join is not
+    reversible for Set-Cookie, whose values may themselves hold commas."""
+    spellings: dict[str, str] = {}
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = spellings.setdefault(name.lower(), name)
+        joined[key] = f"{joined[key]}, {value}" if key in joined else value
+    return json.dumps(joined, ensure_ascii=False, separators=(",", ":"))
+
+
+def latency_ns(req: HttpMessage, resp: HttpMessage) -> int:
+    """From the request's first byte to the response's last."""
+    return resp.end_ns - req.start_ns

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(python3-bpfcc python3-venv bpftool gcc libc6-dev)
 # Real servers and clients the tests drive.
-TEST_PACKAGES=()
+TEST_PACKAGES=(nginx-light wrk curl)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

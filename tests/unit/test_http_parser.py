@@ -452,12 +452,44 @@ def test_gap_drops_the_partial_message():
     assert msgs[0].start_ns == 2
 
 
-def test_gap_inside_a_body_drops_the_message():
+def test_gap_inside_a_known_length_body_keeps_the_message():
+    # As when a body is sent with sendfile() or exceeds the capture limit.
+    whole = response(body=b"a" * 1000)
+    parser = HttpParser(is_request=False, body_limit=64)
+    assert parser.feed(whole[:500], 1) == []
+    assert parser.gap(300, 2) == []
+    (first, second) = parser.feed(whole[800:] + response(404), 3)
+    assert (first.status, first.body_size, first.body, first.end_ns) == (200, 1000, b"a" * 64, 3)
+    assert second.status == 404
+    assert parser.parse_errors == 0
+
+
+def test_gap_ending_a_body_returns_the_message_and_resyncs():
+    whole = response(body=b"a" * 1000)
     parser = HttpParser(is_request=False)
-    assert parser.feed(response(body=b"a" * 1000)[:500], 1) == []
-    parser.gap(300)
-    msgs = parser.feed(b"a" * 200 + response(404), 2)
-    assert [m.status for m in msgs] == [404]
+    assert parser.feed(whole[:500], 1) == []
+    (msg,) = parser.gap(len(whole) - 500 + 40, 2)  # the body's end and 40 bytes of what followed
+    assert (msg.body_size, msg.end_ns) == (1000, 2)
+    assert [m.status for m in parser.feed(b"tail of a lost message" + response(404), 3)] == [404]
+
+
+def test_gap_inside_a_chunk_keeps_the_message():
+    body = b"5\r\nhello\r\n400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n"
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    stream = head + body
+    cut = len(head) + 20
+    parser = HttpParser(is_request=False)
+    assert parser.feed(stream[:cut], 1) == []
+    assert parser.gap(500, 2) == []
+    (msg,) = parser.feed(stream[cut + 500 :], 3)
+    assert (msg.body_size, msg.chunked) == (5 + 1024, True)
+
+
+def test_gap_outside_a_body_drops_the_message():
+    parser = HttpParser(is_request=False)
+    assert parser.feed(response(body=b"a" * 10)[:10], 1) == []  # inside the status line
+    assert parser.gap(5, 2) == []
+    assert [m.status for m in parser.feed(b"...." + response(404), 3)] == [404]
 
 
 def test_gap_at_a_message_boundary_loses_nothing_after_it():

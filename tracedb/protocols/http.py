@@ -121,14 +121,49 @@ class HttpParser:
         self._compact()
         return done
 
-    def gap(self, lost_bytes: int) -> None:
-        """lost_bytes bytes are missing here. The message in progress is
-        dropped and parsing resumes at the next plausible message start. HTTP
-        framing has no use for the count: the lost bytes may hold anything."""
+    def gap(self, lost_bytes: int, timestamp_ns: int = 0) -> list[HttpMessage]:
+        """lost_bytes bytes are missing here; timestamp_ns is when the syscall
+        that moved them returned.
+
+        Inside a body of known length (Content-Length, or the current chunk)
+        the lost bytes are counted as body bytes and parsing goes on: this is
+        how bodies sent with sendfile() or past the kernel's capture limit
+        arrive. A message whose body ends inside the gap is returned; what
+        follows it in the gap is lost, so parsing resumes at the next
+        plausible message start. Elsewhere, the message in progress is
+        dropped and parsing resumes the same way."""
         if self.switched:
-            return
+            return []
+        done: list[HttpMessage] = []
+        if self._in_known_length_body():
+            lost_bytes -= self._skip_body(lost_bytes, timestamp_ns, done)
+            if not lost_bytes:
+                return done
         self._discard_input()
+        self._begin_message()
         self._resync()
+        return done
+
+    def _in_known_length_body(self) -> bool:
+        # Steps consume every body byte they are given, so at a gap the
+        # buffer is fully consumed whenever a body is in progress.
+        in_body = self._step in (HttpParser._step_fixed_body, HttpParser._step_chunk_data)
+        return in_body and self._pos == len(self._buf)
+
+    def _skip_body(self, lost_bytes: int, timestamp_ns: int, done: list[HttpMessage]) -> int:
+        """Count up to lost_bytes missing body bytes; return how many were body."""
+        skipped = min(lost_bytes, self._remaining)
+        self._discard_input()
+        self._chunks.append((self._base, timestamp_ns))
+        self._base += skipped
+        self._msg.body_size += skipped
+        self._remaining -= skipped
+        if not self._remaining:
+            if self._step is HttpParser._step_fixed_body:
+                self._finish_at(timestamp_ns, done)
+            else:
+                self._goto(HttpParser._step_chunk_data_end)
+        return skipped
 
     def close(self, timestamp_ns: int) -> list[HttpMessage]:
         """The stream ended (the connection closed at timestamp_ns): finish a
@@ -197,9 +232,12 @@ class HttpParser:
         self._goto(HttpParser._step_start_line)
 
     def _finish(self, done: list[HttpMessage]) -> None:
+        self._finish_at(self._time_at(self._pos - 1), done)
+
+    def _finish_at(self, end_ns: int, done: list[HttpMessage]) -> None:
         msg = self._msg
         msg.body = bytes(self._body)
-        msg.end_ns = self._time_at(self._pos - 1)
+        msg.end_ns = end_ns
         done.append(msg)
         self._begin_message()
 

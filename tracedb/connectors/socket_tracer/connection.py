@@ -90,6 +90,6 @@ class Connection:
         for _, _, direction, piece in heapq.merge(*pieces, key=lambda item: (item[0], item[1])):
             request_side = self.request_side(direction)
             if piece.gap:
-                self.trace.on_gap(request_side, piece.gap)
+                self.trace.on_gap(request_side, piece.gap, piece.time_ns)
             else:
                 self.trace.on_bytes(request_side, piece.data, piece.time_ns)

@@ -22,7 +22,7 @@ class Trace(TypingProtocol):
     parse_errors: int
 
     def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None: ...
-    def on_gap(self, request_side: bool, lost_bytes: int) -> None: ...
+    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None: ...
     def on_close(self, time_ns: int) -> None: ...
     def take_rows(self) -> list[dict]:
         """Finished rows: protocol columns plus `time_ns` (CLOCK_BOOTTIME of the request's first byte)."""
@@ -47,16 +47,20 @@ class HttpTrace:
         return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
 
     def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        if request_side:
-            requests = self.requests.feed(data, time_ns)
-            for request in requests:
-                self.responses.expect_response_to(request.method)
-            self.stitcher.add_requests(requests)
-        else:
-            self._add_responses(self.responses.feed(data, time_ns))
+        parser = self.requests if request_side else self.responses
+        self._add(request_side, parser.feed(data, time_ns))
 
-    def on_gap(self, request_side: bool, lost_bytes: int) -> None:
-        (self.requests if request_side else self.responses).gap(lost_bytes)
+    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
+        parser = self.requests if request_side else self.responses
+        self._add(request_side, parser.gap(lost_bytes, time_ns))
+
+    def _add(self, request_side: bool, messages: list[http.HttpMessage]) -> None:
+        if not request_side:
+            self._add_responses(messages)
+            return
+        for request in messages:
+            self.responses.expect_response_to(request.method)
+        self.stitcher.add_requests(messages)
 
     def on_close(self, time_ns: int) -> None:
         self._add_responses(self.responses.close(time_ns))

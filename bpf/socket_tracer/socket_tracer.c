@@ -28,7 +28,8 @@
 
 #define CAPTURE_MASK 32767 /* power of two minus one, >= MAX_CAPTURE - 1 */
 #define MAX_IOV 16
-#define MAX_MMSG 4
+#define MAX_MMSG 4           /* messages of sendmmsg/recvmmsg captured */
+#define MAX_MMSG_COUNTED 64  /* messages whose bytes are counted (UIO_MAXIOV is 1024) */
 #define INFER_ATTEMPTS 4
 #define INFER_HEAD 16 /* bytes enough to recognise every protocol's first message */
 #define AF_INET 2
@@ -393,6 +394,13 @@ static __always_inline __u32 bounded(__u32 x)
     return x & CAPTURE_MASK;
 }
 
+static __always_inline __u32 mmsg_len(__u64 mmsghdr)
+{
+    __u32 len = 0;
+    bpf_probe_read_user(&len, sizeof(len), (void *)(mmsghdr + MMSGHDR_LEN_OFF));
+    return len;
+}
+
 struct user_iovec {
     __u64 base;
     __u64 len;
@@ -514,15 +522,21 @@ static __always_inline void exit_data(long ret, const int kind)
         on_bytes(info, kind, &a, a.buf, ret);
         return;
     }
-    /* ret messages, each with its own length. */
+    /* ret messages, each with its own length: the first MAX_MMSG are
+     * handled like single syscalls, the bytes of later ones only counted. */
     for (int i = 0; i < MAX_MMSG; i++) {
         if (i >= ret)
             break;
         __u64 msg = a.buf + i * MMSGHDR_SIZE;
-        __u32 len = 0;
-        bpf_probe_read_user(&len, sizeof(len), (void *)(msg + MMSGHDR_LEN_OFF));
-        on_bytes(info, kind, &a, msg, len);
+        on_bytes(info, kind, &a, msg, mmsg_len(msg));
     }
+    __u64 uncaptured = 0;
+    for (int i = MAX_MMSG; i < MAX_MMSG_COUNTED; i++) {
+        if (i >= ret)
+            break;
+        uncaptured += mmsg_len(a.buf + i * MMSGHDR_SIZE);
+    }
+    __sync_fetch_and_add(a.direction == DIR_SEND ? &info->bytes_sent : &info->bytes_recv, uncaptured);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_read) { exit_data(args->ret, SYS_READ); return 0; }

@@ -81,7 +81,7 @@ PLAN = [
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
-@pytest.mark.parametrize("mode", ["keepalive", "pipelined"])
+@pytest.mark.parametrize("mode", ["keepalive", "pipelined", "vectored"])
 def test_python_server_and_client(tracer, host, mode):
     with python_http_server(host) as (server, port):
         client_pid, sent = run_client(mode, host, port, PLAN)

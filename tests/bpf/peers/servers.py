@@ -83,8 +83,12 @@ def nginx(files: dict[str, bytes], sendfile: bool = True):
 
 
 @contextmanager
-def python_http_server(host: str):
-    """peers/http_server.py on host; yields (process, port)."""
-    proc = subprocess.Popen([sys.executable, str(PEERS / "http_server.py"), host], stdout=subprocess.PIPE, text=True)
+def peer_server(script: str, host: str):
+    """A server script of peers/ on host; yields (process, port it printed)."""
+    proc = subprocess.Popen([sys.executable, str(PEERS / script), host], stdout=subprocess.PIPE, text=True)
     with stopping(proc):
         yield proc, int(proc.stdout.readline())
+
+
+def python_http_server(host: str):
+    return peer_server("http_server.py", host)

@@ -70,7 +70,7 @@ class SocketTracerOptions:
     body_limit: int = 1024  # body bytes kept per message in the tables
     pids: tuple[int, ...] = ()  # trace only these processes (empty: all)
     ports: tuple[int, ...] = ()  # trace only connections with one of these ports (empty: all)
-    data_ring_mib: int = 32
+    data_ring_bytes: int = 32 << 20  # absorbs bursts between drains (50 ms) and decode pauses
 
     def __post_init__(self):
         if not 0 < self.max_capture_bytes <= CAPTURE_LIMIT:
@@ -79,9 +79,9 @@ class SocketTracerOptions:
             raise ValueError("body_limit must be >= 0")
 
 
-def _pages(mib: int) -> int:
+def _pages(size_bytes: int) -> int:
     """Ring size in pages, rounded up to a power of two as the kernel requires."""
-    pages = max(1, mib * 1024 * 1024 // os.sysconf("SC_PAGE_SIZE"))
+    pages = max(1, size_bytes // os.sysconf("SC_PAGE_SIZE"))
     return 1 << (pages - 1).bit_length()
 
 
@@ -122,8 +122,8 @@ class SocketTracer(Connector):
         defines.update(
             SELF_TGID=os.getpid(),
             MAX_CAPTURE=self.options.max_capture_bytes,
-            DATA_RING_PAGES=_pages(self.options.data_ring_mib),
-            CONN_RING_PAGES=_pages(1),
+            DATA_RING_PAGES=_pages(self.options.data_ring_bytes),
+            CONN_RING_PAGES=_pages(1 << 20),
             MAX_CPUS=os.cpu_count() or 1,
         )
         if self.options.pids:

@@ -14,6 +14,8 @@ begin mid-message, lose bytes or carry things that are not HTTP at all:
 - `HttpStitcher` pairs the requests and responses of one connection in order,
   as HTTP/1.x pipelining requires.
 - `headers_json` and `latency_ns` turn a pair into `http_events` columns.
+- `HttpTrace` is the socket tracer's view of one connection: bytes of both
+  directions in, http_events rows out.
 
 Memory per parser is bounded: a header section over HEAD_LIMIT bytes or
 MAX_HEADERS fields is malformed, and body bytes past `body_limit` are counted,
@@ -618,3 +620,67 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
 def latency_ns(req: HttpMessage, resp: HttpMessage) -> int:
     """From the request's first byte to the response's last."""
     return resp.end_ns - req.start_ns
+
+
+def _body_text(body: bytes) -> str:
+    return body.decode("utf-8", "replace")
+
+
+class HttpTrace:
+    table = "http_events"
+
+    def __init__(self, body_limit: int):
+        self.requests = HttpParser(is_request=True, body_limit=body_limit)
+        self.responses = HttpParser(is_request=False, body_limit=body_limit)
+        self.stitcher = HttpStitcher()
+        self._rows: list[dict] = []
+
+    @property
+    def parse_errors(self) -> int:
+        return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
+
+    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
+        parser = self.requests if request_side else self.responses
+        self._add(request_side, parser.feed(data, time_ns))
+
+    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
+        parser = self.requests if request_side else self.responses
+        self._add(request_side, parser.gap(lost_bytes, time_ns))
+
+    def _add(self, request_side: bool, messages: list[HttpMessage]) -> None:
+        if not request_side:
+            self._add_responses(messages)
+            return
+        for request in messages:
+            self.responses.expect_response_to(request.method)
+        self.stitcher.add_requests(messages)
+
+    def on_close(self, time_ns: int) -> None:
+        self._add_responses(self.responses.close(time_ns))
+
+    def _add_responses(self, responses: list[HttpMessage]) -> None:
+        if self.responses.switched:
+            self.requests.switch_protocols()
+        for req, resp in self.stitcher.add_responses(responses):
+            self._rows.append(
+                {
+                    "time_ns": req.start_ns,
+                    "major_version": req.major,
+                    "minor_version": req.minor,
+                    "req_headers": headers_json(req.headers),
+                    "req_method": req.method,
+                    "req_path": req.path,
+                    "req_body": _body_text(req.body),
+                    "req_body_size": req.body_size,
+                    "resp_headers": headers_json(resp.headers),
+                    "resp_status": resp.status,
+                    "resp_message": resp.reason,
+                    "resp_body": _body_text(resp.body),
+                    "resp_body_size": resp.body_size,
+                    "latency": latency_ns(req, resp),
+                }
+            )
+
+    def take_rows(self) -> list[dict]:
+        rows, self._rows = self._rows, []
+        return rows

@@ -2,7 +2,7 @@
  *
  * Defines given by the loader (tracedb/connectors/proc_events.py):
  *   TASK_START_BOOTTIME_OFF, TASK_EXIT_CODE_OFF, TASK_REAL_PARENT_OFF,
- *   TASK_TGID_OFF  byte offsets in task_struct, read from the running
+ *   TASK_TGID_OFF, TASK_GROUP_LEADER_OFF  byte offsets in task_struct, read from the running
  *                  kernel's BTF: the headers BCC compiles against may come
  *                  from another kernel version, so their layout is not trusted.
  *   HAVE_GROUP_DEAD  sched_process_exit carries group_dead (newer kernels).
@@ -42,6 +42,12 @@ static __always_inline __u32 read_u32(void *task, int offset)
     return v;
 }
 
+/* The process's start time (its group leader's), which upid is made of. */
+static __always_inline __u64 process_start(void *task)
+{
+    return read_u64((void *)read_u64(task, TASK_GROUP_LEADER_OFF), TASK_START_BOOTTIME_OFF);
+}
+
 static __always_inline __u32 parent_tgid(void *task)
 {
     void *parent = (void *)read_u64(task, TASK_REAL_PARENT_OFF);
@@ -57,7 +63,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     }
     void *task = (void *)bpf_get_current_task();
     e->time_ns = bpf_ktime_get_boot_ns();
-    e->start_boottime_ns = read_u64(task, TASK_START_BOOTTIME_OFF);
+    e->start_boottime_ns = process_start(task);
     e->pid = bpf_get_current_pid_tgid() >> 32;
     e->ppid = parent_tgid(task);
     e->uid = (__u32)bpf_get_current_uid_gid();
@@ -87,7 +93,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     }
     void *task = (void *)bpf_get_current_task();
     e->time_ns = bpf_ktime_get_boot_ns();
-    e->start_boottime_ns = read_u64(task, TASK_START_BOOTTIME_OFF);
+    e->start_boottime_ns = process_start(task);
     e->pid = pid_tgid >> 32;
     e->ppid = parent_tgid(task);
     e->exit_code = (__s32)read_u32(task, TASK_EXIT_CODE_OFF);

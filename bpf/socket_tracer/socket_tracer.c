@@ -25,17 +25,19 @@
  */
 #include <uapi/linux/ptrace.h>
 #include "socket_tracer.h"
+#include "inference.h"
 
 #define CAPTURE_MASK 32767 /* power of two minus one, >= MAX_CAPTURE - 1 */
 #define MAX_IOV 16
 #define MAX_MMSG 4           /* messages of sendmmsg/recvmmsg captured */
 #define MAX_MMSG_COUNTED 64  /* messages whose bytes are counted (UIO_MAXIOV is 1024) */
 #define INFER_ATTEMPTS 4
-#define INFER_HEAD 16 /* bytes enough to recognise every protocol's first message */
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define SOCK_DGRAM 2
 #define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
@@ -56,6 +58,7 @@ struct conn_info {
 /* Arguments saved at syscall entry, read at exit. */
 struct data_args {
     __u64 buf;     /* buffer, iovec array, msghdr or mmsghdr array */
+    __u64 addr;    /* sendto/recvfrom: the peer's sockaddr (NULL when connected) */
     __u32 fd;
     __u32 count;   /* iovec count or mmsghdr count */
     __u8 direction;
@@ -151,13 +154,24 @@ static __always_inline void *fd_to_sock(__u32 fd)
     return socket ? (void *)read_ptr(socket, SOCKET_SK_OFF) : 0;
 }
 
-/* Fill id's addresses from sk; 0 if sk is not an inet TCP socket. */
+static __always_inline __u8 transport_of(void *sk)
+{
+    __u16 type = read_u16(sk, SK_TYPE_OFF), protocol = read_u16(sk, SK_PROTOCOL_OFF);
+    if (type == SOCK_STREAM && protocol == IPPROTO_TCP)
+        return TRANSPORT_TCP;
+    if (type == SOCK_DGRAM && protocol == IPPROTO_UDP)
+        return TRANSPORT_UDP;
+    return 0;
+}
+
+/* Fill id's addresses from sk; 0 if sk is not an inet TCP or UDP socket. */
 static __always_inline int read_endpoints(void *sk, struct conn_id *id)
 {
     __u16 family = read_u16(sk, SKC_FAMILY_OFF);
     if (family != AF_INET && family != AF_INET6)
         return 0;
-    if (read_u16(sk, SK_TYPE_OFF) != SOCK_STREAM || read_u16(sk, SK_PROTOCOL_OFF) != IPPROTO_TCP)
+    id->transport = transport_of(sk);
+    if (!id->transport)
         return 0;
     id->family = family;
     id->lport = read_u16(sk, SKC_NUM_OFF);
@@ -210,7 +224,9 @@ static __always_inline struct conn_info *track(__u32 tgid, __u32 fd, __u8 role, 
     if (!next)
         return 0;
     info.id.conn_id = __sync_fetch_and_add(next, 1) + 1;
-    info.id.start_boottime_ns = read_ptr((void *)bpf_get_current_task(), TASK_START_BOOTTIME_OFF);
+    /* The process's start, not this thread's: upid names the process. */
+    void *leader = (void *)read_ptr((void *)bpf_get_current_task(), TASK_GROUP_LEADER_OFF);
+    info.id.start_boottime_ns = read_ptr(leader, TASK_START_BOOTTIME_OFF);
     info.id.tgid = tgid;
     info.id.fd = fd;
     info.id.role = role;
@@ -312,41 +328,20 @@ TRACEPOINT_PROBE(syscalls, sys_exit_close)
     return 0;
 }
 
-/* ---- protocol inference --------------------------------------------------- */
 
-static __always_inline int starts_with(const char *buf, const char *word, int len)
-{
-    for (int i = 0; i < len; i++)
-        if (buf[i] != word[i])
-            return 0;
-    return 1;
-}
-
-static __always_inline int is_http_request(const char *b)
-{
-    return starts_with(b, "GET ", 4) || starts_with(b, "POST ", 5) || starts_with(b, "PUT ", 4) ||
-           starts_with(b, "HEAD ", 5) || starts_with(b, "DELETE ", 7) || starts_with(b, "PATCH ", 6) ||
-           starts_with(b, "OPTIONS ", 8) || starts_with(b, "CONNECT ", 8) || starts_with(b, "TRACE ", 6);
-}
-
-static __always_inline int is_http_response(const char *b)
-{
-    return starts_with(b, "HTTP/1.", 7) && (b[7] == '0' || b[7] == '1') && b[8] == ' ';
-}
 
 /* Look at the first bytes a syscall moved; set protocol (and role if it was
  * unknown) when they are recognised; give up after INFER_ATTEMPTS. */
-static __always_inline void infer_protocol(struct conn_info *info, const char *head, __u32 len, __u8 direction)
+static __always_inline void infer_protocol(struct conn_info *info, const __u8 *head, __u32 len, __u32 size, __u8 direction)
 {
-    if (len >= 9) {
-        int request = is_http_request(head);
-        if (request || is_http_response(head)) {
-            info->protocol = PROTO_HTTP;
-            if (info->id.role == ROLE_UNKNOWN)
-                info->id.role = (request == (direction == DIR_SEND)) ? ROLE_CLIENT : ROLE_SERVER;
-            send_conn_event(info, CONN_PROTOCOL);
-            return;
-        }
+    int request = 0;
+    __u8 protocol = infer(head, len, size, info->id.transport, &request);
+    if (protocol != PROTO_UNKNOWN) {
+        info->protocol = protocol;
+        if (info->id.role == ROLE_UNKNOWN)
+            info->id.role = (request == (direction == DIR_SEND)) ? ROLE_CLIENT : ROLE_SERVER;
+        send_conn_event(info, CONN_PROTOCOL);
+        return;
     }
     if (++info->infer_attempts >= INFER_ATTEMPTS)
         info->protocol = PROTO_NONE;
@@ -354,7 +349,7 @@ static __always_inline void infer_protocol(struct conn_info *info, const char *h
 
 /* ---- data: entry ---------------------------------------------------------- */
 
-static __always_inline void enter_data(__u32 fd, __u64 buf, __u32 count, __u8 direction)
+static __always_inline void enter_data(__u32 fd, __u64 buf, __u64 addr, __u32 count, __u8 direction)
 {
     __u64 id = bpf_get_current_pid_tgid();
     if (!traced_process(id >> 32))
@@ -362,21 +357,21 @@ static __always_inline void enter_data(__u32 fd, __u64 buf, __u32 count, __u8 di
     __u64 key = conn_key(id >> 32, fd);
     if (not_inet_stream.lookup(&key))
         return;
-    struct data_args a = {.buf = buf, .fd = fd, .count = count, .direction = direction};
+    struct data_args a = {.buf = buf, .addr = addr, .fd = fd, .count = count, .direction = direction};
     data_args_map.update(&id, &a);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { enter_data(args->fd, (__u64)args->buf, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { enter_data(args->fd, (__u64)args->buf, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { enter_data(args->fd, (__u64)args->vec, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { enter_data(args->fd, (__u64)args->vec, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { enter_data(args->fd, (__u64)args->ubuf, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { enter_data(args->fd, (__u64)args->buff, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { enter_data(args->fd, (__u64)args->msg, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { enter_data(args->fd, (__u64)args->msg, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { enter_data(args->fd, (__u64)args->mmsg, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { enter_data(args->fd, (__u64)args->mmsg, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { enter_data(args->out_fd, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { enter_data(args->fd, (__u64)args->buf, 0, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { enter_data(args->fd, (__u64)args->buf, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { enter_data(args->fd, (__u64)args->vec, 0, args->vlen, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { enter_data(args->fd, (__u64)args->vec, 0, args->vlen, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { enter_data(args->fd, (__u64)args->ubuf, (__u64)args->addr, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { enter_data(args->fd, (__u64)args->buff, (__u64)args->addr, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { enter_data(args->fd, (__u64)args->msg, 0, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { enter_data(args->fd, (__u64)args->msg, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { enter_data(args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { enter_data(args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { enter_data(args->out_fd, 0, 0, 0, DIR_SEND); return 0; }
 
 /* ---- data: exit ------------------------------------------------------------ */
 
@@ -459,6 +454,45 @@ static __always_inline __u32 copy_payload(char *payload, const int kind, struct 
     }
 }
 
+/* The datagram peer's sockaddr, for the syscalls that name one. */
+static __always_inline __u64 peer_sockaddr(const int kind, struct data_args *a, __u64 msg_addr)
+{
+    __u64 name = 0;
+    switch (kind) {
+    case SYS_SENDTO:
+    case SYS_RECVFROM:
+        return a->addr;
+    case SYS_SENDMSG:
+    case SYS_RECVMSG:
+    case SYS_SENDMMSG:
+    case SYS_RECVMMSG:
+        bpf_probe_read_user(&name, sizeof(name), (void *)msg_addr); /* msg_name comes first */
+        return name;
+    default:
+        return 0;
+    }
+}
+
+/* Fill the event's peer from a user sockaddr (left zero when there is none). */
+static __always_inline void read_peer(struct data_event *h, __u64 sockaddr)
+{
+    h->peer_family = h->peer_port = 0;
+    __builtin_memset(h->peer_addr, 0, sizeof(h->peer_addr));
+    if (!sockaddr)
+        return;
+    __u16 family = 0, port = 0;
+    bpf_probe_read_user(&family, sizeof(family), (void *)sockaddr);
+    bpf_probe_read_user(&port, sizeof(port), (void *)(sockaddr + 2));
+    if (family == AF_INET)
+        bpf_probe_read_user(h->peer_addr, 4, (void *)(sockaddr + 4));
+    else if (family == AF_INET6)
+        bpf_probe_read_user(h->peer_addr, 16, (void *)(sockaddr + 8));
+    else
+        return;
+    h->peer_family = family;
+    h->peer_port = __builtin_bswap16(port);
+}
+
 /* Account `size` bytes moved on the connection; send them if its protocol is
  * traced. While the protocol is unknown only a few head bytes are copied, to
  * infer it. */
@@ -475,9 +509,10 @@ static __always_inline void on_bytes(struct conn_info *info, const int kind, str
         return;
     __u32 limit = size < MAX_CAPTURE ? size : MAX_CAPTURE;
     if (info->protocol == PROTO_UNKNOWN) { /* the head of the first iovec suffices */
+        __builtin_memset(s->payload, 0, INFER_HEAD);
         __u32 head = copy_payload(s->payload, kind, a, msg_addr, limit < INFER_HEAD ? limit : INFER_HEAD, 1);
-        infer_protocol(info, s->payload, head, a->direction);
-        if (info->protocol != PROTO_HTTP)
+        infer_protocol(info, (const __u8 *)s->payload, head, size, a->direction);
+        if (info->protocol == PROTO_UNKNOWN || info->protocol == PROTO_NONE)
             return;
     }
     __u32 captured = bounded(copy_payload(s->payload, kind, a, msg_addr, limit, MAX_IOV));
@@ -492,7 +527,8 @@ static __always_inline void on_bytes(struct conn_info *info, const int kind, str
     s->header.protocol = info->protocol;
     s->header.role = info->id.role;
     s->header.syscall = kind;
-    s->header._pad = 0;
+    s->header._pad[0] = s->header._pad[1] = 0;
+    read_peer(&s->header, info->id.transport == TRANSPORT_UDP ? peer_sockaddr(kind, a, msg_addr) : 0);
     if (data_ring.ringbuf_output(s, sizeof(s->header) + captured, BPF_RB_NO_WAKEUP) != 0)
         count_lost(0);
 }

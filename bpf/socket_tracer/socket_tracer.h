@@ -11,14 +11,20 @@ enum traffic_direction { DIR_SEND = 1, DIR_RECV = 2 };
 enum endpoint_role { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
 /* PROTO_UNKNOWN: not inferred yet; PROTO_NONE: inference gave up, payloads
  * of this connection are never copied. */
-enum traffic_protocol { PROTO_UNKNOWN = 0, PROTO_HTTP = 1, PROTO_NONE = 255 };
+enum traffic_protocol {
+    PROTO_UNKNOWN = 0, PROTO_HTTP = 1, PROTO_PGSQL = 2, PROTO_MYSQL = 3, PROTO_REDIS = 4, PROTO_DNS = 5,
+    PROTO_NONE = 255,
+};
+enum transport { TRANSPORT_TCP = 1, TRANSPORT_UDP = 2 };
 enum conn_event_kind { CONN_OPEN = 1, CONN_CLOSE = 2, CONN_PROTOCOL = 3 };
 /* How a connection became known. */
 enum conn_origin { ORIGIN_CONNECT = 1, ORIGIN_ACCEPT = 2, ORIGIN_ADOPTED = 3 };
 
 /* Identity and addresses of a connection, as held in conn_info_map and sent
  * with every connection event. Ports in host byte order; addresses in network
- * byte order (4 bytes used for AF_INET). */
+ * byte order (4 bytes used for AF_INET). For a UDP socket the "connection" is
+ * the socket; its remote is the connected peer, or zeros when unconnected
+ * (each datagram then names its peer, see struct data_event). */
 struct conn_id {
     __u64 conn_id;            /* unique per connection while the collector runs */
     __u64 start_boottime_ns;  /* owning process's start, for upid */
@@ -31,6 +37,8 @@ struct conn_id {
     __u8 origin;
     __u8 laddr[16];
     __u8 raddr[16];
+    __u8 transport;
+    __u8 _pad[7];
 };
 
 struct conn_event {
@@ -56,7 +64,10 @@ struct data_event {
     __u8 protocol;
     __u8 role;
     __u8 syscall;             /* which syscall moved them (enum in the C) */
-    __u32 _pad;
+    __u16 peer_family;        /* UDP: the datagram's peer (0 when not known) */
+    __u16 peer_port;
+    __u8 peer_addr[16];
+    __u32 _pad[2];
 };
 
 #endif

@@ -80,15 +80,24 @@ PLAN = [
 ]
 
 
+# Pipelined answers arrive back to back, and a read of a large body may end
+# inside the next answer's header; past the per-syscall capture that header is
+# lost (a documented limit), so the pipelined plans keep one large body, last.
+PIPELINED_PLAN = [step for step in PLAN if step[1] != f"/size/{BIG}"]
+PLANS = {"keepalive": PLAN, "pipelined": PIPELINED_PLAN, "vectored": PIPELINED_PLAN}
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"], ids=["ipv4", "ipv6"])
-@pytest.mark.parametrize("mode", ["keepalive", "pipelined", "vectored"])
+@pytest.mark.parametrize("mode", list(PLANS))
 def test_python_server_and_client(tracer, host, mode):
+    plan = PLANS[mode]
     with python_http_server(host) as (server, port):
-        client_pid, sent = run_client(mode, host, port, PLAN)
-        expected = [tuple(r[:2]) + tuple(r[2:]) for r in sent["results"]]
-        assert [r[2] for r in expected] == [200, 200, 200, 200, 404, 204, 304, 200, 200], "the peers worked"
-        assert client_rows(tracer, client_pid, len(PLAN)) == expected
-        assert server_rows(tracer, server.pid, client_pid, len(PLAN)) == expected
+        client_pid, sent = run_client(mode, host, port, plan)
+        expected = [tuple(r) for r in sent["results"]]
+        statuses = [int(path.split("/")[2]) if path.startswith("/status/") else 200 for _, path, _ in plan]
+        assert [r[2] for r in expected] == statuses, "the peers worked"
+        assert client_rows(tracer, client_pid, len(plan)) == expected
+        assert server_rows(tracer, server.pid, client_pid, len(plan)) == expected
     addresses = tracer.query(
         f"select distinct remote_addr, remote_port, local_addr from http_events where pid = {client_pid}"
     ).to_pylist()

@@ -54,6 +54,7 @@ TASK_FIELDS = {
     "TASK_EXIT_CODE_OFF": ("task_struct", "exit_code"),
     "TASK_REAL_PARENT_OFF": ("task_struct", "real_parent"),
     "TASK_TGID_OFF": ("task_struct", "tgid"),
+    "TASK_GROUP_LEADER_OFF": ("task_struct", "group_leader"),
 }
 RINGBUF_PAGES = 64  # 256 KiB each: seconds of fork storms at 100 ms drains
 EXIT_FORMAT = Path(TRACEFS) / "events/sched/sched_process_exit/format"

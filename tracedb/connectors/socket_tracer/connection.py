@@ -7,14 +7,14 @@ holds the two stream buffers and, once the protocol is known, its trace.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tracedb.clock import NS_PER_TICK, upid
-from tracedb.connectors.socket_tracer.events import Direction, Endpoint, Protocol, Role, endpoint
+from tracedb.connectors.socket_tracer.events import Direction, Endpoint, Protocol, Role, Transport, endpoint
 from tracedb.connectors.socket_tracer.protocols import TRACES, Trace
-from tracedb.connectors.socket_tracer.streams import StreamBuffer
+from tracedb.connectors.socket_tracer.streams import DatagramBuffer, StreamBuffer
 
 ROLE_NAMES = {Role.UNKNOWN: "unknown", Role.CLIENT: "client", Role.SERVER: "server"}
 
@@ -28,13 +28,16 @@ class Connection:
     local: Endpoint
     remote: Endpoint
     role: Role
+    transport: Transport = Transport.TCP
     protocol: Protocol = Protocol.UNKNOWN
     trace: Trace | None = None
-    streams: dict[Direction, StreamBuffer] = field(
-        default_factory=lambda: {Direction.SEND: StreamBuffer(), Direction.RECV: StreamBuffer()}
-    )
+    streams: dict[Direction, StreamBuffer | DatagramBuffer] = field(default_factory=dict)
     closed_at_ns: int | None = None
     parse_errors_reported: int = 0
+
+    def __post_init__(self):
+        buffer = StreamBuffer if self.transport == Transport.TCP else DatagramBuffer
+        self.streams = {Direction.SEND: buffer(), Direction.RECV: buffer()}
 
     @classmethod
     def from_event_id(cls, conn: np.void) -> Connection:
@@ -48,11 +51,18 @@ class Connection:
             local=endpoint(conn["family"], conn["laddr"], conn["lport"]),
             remote=endpoint(conn["family"], conn["raddr"], conn["rport"]),
             role=Role(int(conn["role"])),
+            transport=Transport(int(conn["transport"])),
         )
+
+    def with_peer(self, peer: Endpoint, body_limit: int) -> Connection:
+        """The part of an unconnected UDP socket's traffic exchanged with one peer."""
+        part = replace(self, remote=peer, trace=None, parse_errors_reported=0)
+        part.learn_protocol(self.protocol, self.role, body_limit)
+        return part
 
     def learn_protocol(self, protocol: Protocol, role: Role, body_limit: int) -> None:
         self.protocol, self.role = protocol, role
-        trace_class = TRACES.get(protocol)
+        trace_class = TRACES.get((protocol, self.transport))
         if self.trace is None and trace_class is not None:
             self.trace = trace_class(body_limit)
 

@@ -28,17 +28,21 @@ from tracedb.connectors.socket_tracer.events import (
     CONN_EVENT,
     ConnEventKind,
     Direction,
+    Endpoint,
     Protocol,
     Role,
+    Transport,
+    endpoint,
     split_data_events,
 )
-from tracedb.connectors.socket_tracer.protocols import TRACES
+from tracedb.connectors.socket_tracer.protocols import TABLES
 from tracedb.kernel import btf
 from tracedb.schema import get_schema
 
 KERNEL_FIELDS = {
     "TASK_FILES_OFF": ("task_struct", "files"),
     "TASK_START_BOOTTIME_OFF": ("task_struct", "start_boottime"),
+    "TASK_GROUP_LEADER_OFF": ("task_struct", "group_leader"),
     "FILES_FDT_OFF": ("files_struct", "fdt"),
     "FDTABLE_MAX_FDS_OFF": ("fdtable", "max_fds"),
     "FDTABLE_FD_OFF": ("fdtable", "fd"),
@@ -100,8 +104,8 @@ def kernel_offsets() -> dict[str, int]:
 @register
 class SocketTracer(Connector):
     name = "socket_tracer"
-    tables = ("conn_stats", "http_events")
-    description = "TCP connections and HTTP/1.x traffic of every process, from syscall tracepoints (BPF)."
+    tables = ("conn_stats", *TABLES)
+    description = "TCP and UDP connections of every process and their protocols' traffic, from syscall tracepoints (BPF)."
     sampling_period_s = 0.05
     push_period_s = 1.0
     needs_bpf = True
@@ -112,6 +116,8 @@ class SocketTracer(Connector):
         self.clock = BootClock.now()
         self.program: BpfProgram | None = None
         self.connections: dict[int, Connection] = {}
+        # Unconnected UDP sockets: their traffic with each peer, as a connection of its own.
+        self.peer_parts: dict[tuple[int, Endpoint], Connection] = {}
         self.conn_stats = ConnStats()
         self._last_reap = time.monotonic()
 
@@ -164,12 +170,12 @@ class SocketTracer(Connector):
         headers, payloads = split_data_events(self.data_ring.take_raw())
         self.stats.events += len(conn_events) + len(headers)
 
-        closes = self._apply_conn_events(conn_events)
-        touched = self._route_data(headers, payloads)
-        for conn in touched | {c for c, _ in closes}:
+        closed = self._apply_conn_events(conn_events)
+        touched = self._route_data(headers, payloads) | closed
+        for conn in touched:
             conn.feed_trace()
-        rows = self._take_protocol_rows(touched | {c for c, _ in closes})
-        self._finish_closes(closes)
+        rows = self._take_protocol_rows(touched)
+        self._forget(closed)
         self._read_open_counters()
         if time.monotonic() - self._last_reap > REAP_EVERY_S:
             self._reap_dead_processes()
@@ -177,16 +183,17 @@ class SocketTracer(Connector):
         now_us = time.time_ns() // 1000
         self.stats.events_lost = self.program.array_sum("lost")
         batches = {"conn_stats": _batch("conn_stats", self.conn_stats.take_rows(now_us))}
-        for table in {t.table for t in TRACES.values()}:
+        for table in TABLES:
             batches[table] = _batch(table, rows.get(table, []))
         return batches
 
     # -- connection events -------------------------------------------------------
 
-    def _apply_conn_events(self, events: np.ndarray) -> list[tuple[Connection, int]]:
-        """Opens and protocol news take effect now; closes are returned to finish
-        after this flush's data (the connection's last bytes may be in it)."""
-        closes = []
+    def _apply_conn_events(self, events: np.ndarray) -> set[Connection]:
+        """Opens and protocol news take effect now; closed connections (with
+        their peer parts) are returned, to be finished after this flush's data,
+        which may hold their last bytes."""
+        closed: set[Connection] = set()
         for event in events:
             conn = self._connection_for(event)
             kind = ConnEventKind(int(event["kind"]))
@@ -194,10 +201,15 @@ class SocketTracer(Connector):
                 conn.learn_protocol(Protocol(int(event["protocol"])), Role(int(event["id"]["role"])), self.options.body_limit)
                 self.conn_stats.protocol_known(conn)
             elif kind == ConnEventKind.CLOSE:
-                conn.closed_at_ns = int(event["time_ns"])
                 self.conn_stats.closed(conn.conn_id, int(event["bytes_sent"]), int(event["bytes_recv"]))
-                closes.append((conn, int(event["time_ns"])))
-        return closes
+                closed |= self._close(conn, int(event["time_ns"]))
+        return closed
+
+    def _close(self, conn: Connection, time_ns: int) -> set[Connection]:
+        parts = {part for (conn_id, _), part in self.peer_parts.items() if conn_id == conn.conn_id}
+        for c in parts | {conn}:
+            c.closed_at_ns = time_ns
+        return parts | {conn}
 
     def _connection_for(self, event: np.void) -> Connection:
         conn_id = int(event["id"]["conn_id"])
@@ -208,16 +220,18 @@ class SocketTracer(Connector):
             self.conn_stats.opened(conn)
         return conn
 
-    def _finish_closes(self, closes: list[tuple[Connection, int]]) -> None:
-        for conn, _ in closes:
+    def _forget(self, closed: set[Connection]) -> None:
+        for conn in closed:
             self.connections.pop(conn.conn_id, None)
+            self.peer_parts.pop((conn.conn_id, conn.remote), None)
 
     # -- data events ---------------------------------------------------------------
 
     def _route_data(self, headers: np.ndarray, payloads: list[bytes]) -> set[Connection]:
         touched: set[Connection] = set()
-        fields = [headers[f].tolist() for f in ("conn_id", "pos", "size", "time_ns", "direction", "protocol", "role")]
-        for (conn_id, pos, size, time_ns, direction, protocol, role), payload in zip(zip(*fields), payloads):
+        names = ("conn_id", "pos", "size", "time_ns", "direction", "protocol", "role", "peer_family")
+        fields = [headers[f].tolist() for f in names]
+        for i, (conn_id, pos, size, time_ns, direction, protocol, role, peer_family) in enumerate(zip(*fields)):
             conn = self.connections.get(conn_id)
             if conn is None:
                 self.stats.decode_errors += 1  # its open event was lost
@@ -225,9 +239,19 @@ class SocketTracer(Connector):
             if conn.trace is None and protocol != Protocol.UNKNOWN:
                 # The data event may overtake the protocol event (another ring).
                 conn.learn_protocol(Protocol(protocol), Role(role), self.options.body_limit)
-            conn.streams[Direction(direction)].add(pos, size, payload, time_ns)
+            if peer_family:
+                conn = self._peer_part(conn, endpoint(peer_family, headers["peer_addr"][i], headers["peer_port"][i]))
+            conn.streams[Direction(direction)].add(pos, size, payloads[i], time_ns)
             touched.add(conn)
         return touched
+
+    def _peer_part(self, conn: Connection, peer: Endpoint) -> Connection:
+        if conn.transport != Transport.UDP or peer == conn.remote:
+            return conn
+        part = self.peer_parts.get((conn.conn_id, peer))
+        if part is None:
+            part = self.peer_parts[(conn.conn_id, peer)] = conn.with_peer(peer, self.options.body_limit)
+        return part
 
     def _take_protocol_rows(self, conns: set[Connection]) -> dict[str, list[dict]]:
         rows: dict[str, list[dict]] = {}
@@ -255,9 +279,11 @@ class SocketTracer(Connector):
         self._last_reap = time.monotonic()
         table = self.program.bpf[b"conn_info_map"]
         for key, info in list(table.items()):
-            if not os.path.exists(f"/proc/{info.id.tgid}"):
+            conn = self.connections.get(info.id.conn_id)
+            # A connection whose open event is not decoded yet waits for the next round.
+            if conn is not None and not os.path.exists(f"/proc/{info.id.tgid}"):
                 self.conn_stats.closed(info.id.conn_id, info.bytes_sent, info.bytes_recv)
-                self.connections.pop(info.id.conn_id, None)
+                self._forget(self._close(conn, time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
                 del table[key]
         negatives = self.program.bpf[b"not_inet_stream"]
         for key in list(negatives.keys()):

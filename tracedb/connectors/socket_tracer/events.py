@@ -30,7 +30,16 @@ class Role(IntEnum):
 class Protocol(IntEnum):
     UNKNOWN = 0
     HTTP = 1
+    PGSQL = 2
+    MYSQL = 3
+    REDIS = 4
+    DNS = 5
     NONE = 255
+
+
+class Transport(IntEnum):
+    TCP = 1
+    UDP = 2
 
 
 class ConnEventKind(IntEnum):
@@ -52,6 +61,8 @@ CONN_ID = np.dtype(
         ("origin", "u1"),
         ("laddr", "u1", (16,)),
         ("raddr", "u1", (16,)),
+        ("transport", "u1"),
+        ("_pad", "u1", (7,)),
     ]
 )
 CONN_EVENT = np.dtype(
@@ -78,7 +89,10 @@ DATA_EVENT = np.dtype(
         ("protocol", "u1"),
         ("role", "u1"),
         ("syscall", "u1"),
-        ("_pad", "<u4"),
+        ("peer_family", "<u2"),
+        ("peer_port", "<u2"),
+        ("peer_addr", "u1", (16,)),
+        ("_pad", "<u4", (2,)),
     ]
 )
 BPF_STRUCTS = {"conn_id": CONN_ID, "conn_event": CONN_EVENT, "data_event": DATA_EVENT}

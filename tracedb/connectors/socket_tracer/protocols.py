@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Protocol as TypingProtocol
 
-from tracedb.connectors.socket_tracer.events import Protocol
+from tracedb.connectors.socket_tracer.events import Protocol, Transport
 from tracedb.protocols.http import HttpTrace
 
 
@@ -31,7 +31,9 @@ class Trace(TypingProtocol):
         ...
 
 
-# Protocol (as inferred in the kernel) -> the trace that parses it.
-TRACES: dict[Protocol, type] = {
-    Protocol.HTTP: HttpTrace,
+# (protocol as inferred in the kernel, transport) -> the trace that parses it.
+TRACES: dict[tuple[Protocol, Transport], type] = {
+    (Protocol.HTTP, Transport.TCP): HttpTrace,
 }
+
+TABLES = tuple(sorted({trace.table for trace in TRACES.values()}))

@@ -1,4 +1,5 @@
-"""Reassembly of one direction of a connection from data events.
+"""Reassembly of one direction of a connection from data events (TCP), and
+the datagrams of one direction of a UDP socket.
 
 Each data event says where its bytes sit in the stream (`pos`), how many the
 syscall moved (`size`) and carries the first `captured` of them. The buffer
@@ -50,4 +51,25 @@ class StreamBuffer:
             if uncaptured > 0:
                 pieces.append(Piece(b"", uncaptured, time_ns))
             self.next_pos = pos + size
+        return pieces
+
+
+class DatagramBuffer:
+    """One direction of a UDP socket: every event is one whole datagram.
+
+    Datagrams need no reassembly; a datagram the kernel did not copy whole is
+    handed on as its captured prefix followed by a hole for the rest, so the
+    parser can tell it was cut.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[Piece] = []
+
+    def add(self, pos: int, size: int, payload: bytes, time_ns: int) -> None:
+        self._pending.append(Piece(payload, 0, time_ns))
+        if size > len(payload):
+            self._pending.append(Piece(b"", size - len(payload), time_ns))
+
+    def take(self) -> list[Piece]:
+        pieces, self._pending = self._pending, []
         return pieces

@@ -1,0 +1,586 @@
+"""Overhead and completeness of the socket tracer on a real HTTP server.
+
+Starts its own nginx (master + one worker, listening on 127.0.0.1 only, a
+config written into a temporary directory that also holds the served file,
+pid, logs and temp paths; `access_log off`; `sendfile on` unless
+`--no-sendfile`) and drives it with wrk (`-t1 -c16`, keep-alive, `--latency`)
+for `--rounds` pairs of rounds, alternating:
+
+  * untraced: no collector;
+  * traced: `tracedb.Collector(sources=["socket_tracer"])` started in this
+    process before wrk (start() returns once the BPF program is compiled,
+    loaded and attached; the connector must be `running`), stopped after wrk
+    (the stop pushes the last events), then queried.
+
+Per round: wrk's requests/s, completed requests and latency percentiles; nginx
+worker CPU per request (/proc/<worker>/stat) and wrk's (rusage of the reaped
+child); machine CPU busy (/proc/stat). Traced rounds also give:
+
+  * tracer CPU: this process's CPU time (user+sys, all threads: the collector
+    runs in-process, the main thread only waits for wrk) from wrk's start until
+    the collector has stopped (its last flush decodes what the load produced),
+    as % of one core over wrk's wall time; the compile/attach cost of start()
+    separately. The BPF programs themselves run in the syscalls of nginx and
+    wrk and show in their CPU, not in this figure;
+  * rows of http_events for the nginx port: server side (nginx, trace_role
+    'server', local_port = port) and client side (wrk, trace_role 'client',
+    remote_port = port), compared with wrk's completed requests. wrk counts
+    responses it read completely before its deadline; up to one request per
+    connection (16) may be in flight at the end, answered by nginx (so
+    traced) but not counted by wrk, or not answered at all;
+  * tracedb_connectors' events, events_lost and decode_errors, rows dropped
+    by retention (tracedb_tables), and conn_stats' byte counts (counted in the
+    kernel at every syscall, captured or not) turned into a request count with
+    the exact request and response sizes measured before the rounds.
+
+Nothing is asserted; the targets of the issue are printed beside the figures.
+Needs root, nginx and wrk (scripts/setup.sh --test installs them). Bounded in
+time: each traced round adds ~4 s of compile and a stop that decodes what is
+left in the data ring (at most its 32 MiB: 5-20 s on a 2 vCPU VM), so the
+defaults take about 2 minutes. Ctrl-C stops wrk at once, the collector after
+that last decode, then nginx.
+
+    .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile] [--only-nginx]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common import median, print_table
+
+import tracedb
+from tracedb.storage import Retention
+
+HOST = "127.0.0.1"
+FILE_NAME = "index.html"
+FILE_SIZE = 612  # the size of nginx's stock index.html
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = {"throughput": 0.95, "p99": 1.2, "found": 99.9}
+# Large enough that retention never drops rows of a round (checked: rows_dropped).
+RETENTION = Retention(max_bytes=8 * 1024**3, max_age_s=3600.0)
+
+NGINX_CONF = """\
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log off;
+    sendfile {sendfile};
+    default_type text/html;
+    client_body_temp_path {tmp}/client_body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen {host}:{port};
+        root {tmp}/www;
+    }}
+}}
+"""
+
+
+# -- nginx -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def page(size: int) -> bytes:
+    head = b"<!DOCTYPE html>\n<html>\n<head><title>tracedb benchmark</title></head>\n<body>\n"
+    tail = b"</body>\n</html>\n"
+    filler = (b"<p>" + b"x" * 72 + b"</p>\n") * (size // 80 + 1)
+    return head + filler[: size - len(head) - len(tail)] + tail
+
+
+class Nginx:
+    """An nginx of our own in a temporary directory; `stop()` ends it by pid."""
+
+    def __init__(self, sendfile: bool):
+        self.tmp = Path(tempfile.mkdtemp(prefix="tracedb-bench-nginx-"))
+        self.tmp.chmod(0o755)  # the worker runs as nginx's unprivileged user and reads the file
+        self.port = free_port()
+        self.sendfile = sendfile
+        self.proc: subprocess.Popen | None = None
+        self.worker_pid: int | None = None
+
+    def start(self) -> None:
+        (self.tmp / "www").mkdir()
+        (self.tmp / "www" / FILE_NAME).write_bytes(page(FILE_SIZE))
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=self.tmp, host=HOST, port=self.port,
+                                          sendfile="on" if self.sendfile else "off"))
+        self.proc = subprocess.Popen(
+            ["nginx", "-c", str(conf), "-p", f"{self.tmp}/", "-e", str(self.tmp / "error.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited ({self.proc.returncode}): {self.proc.stderr.read().decode()}")
+            workers = children(self.proc.pid)
+            if workers and accepts(self.port):
+                self.worker_pid = workers[0]
+                return
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start listening within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)  # the master stops its worker
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                for pid in [*children(self.proc.pid), self.proc.pid]:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                self.proc.wait(timeout=5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}/{FILE_NAME}"
+
+    def wrk_request(self) -> bytes:
+        """The request wrk sends (wrk 4.x without a script)."""
+        return f"GET /{FILE_NAME} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n\r\n".encode()
+
+    def response_size(self) -> int:
+        """Bytes of the response to wrk's request (headers and body)."""
+        with socket.create_connection((HOST, self.port), timeout=5) as s:
+            s.sendall(self.wrk_request())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += s.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            status_line = head.split(b"\r\n", 1)[0]
+            if not status_line.startswith(b"HTTP/1.1 200 "):
+                raise RuntimeError(f"nginx answered {status_line!r}; see {self.tmp}/error.log")
+            length = int(re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head).group(1))
+            while len(body) < length:
+                body += s.recv(65536)
+            return len(head) + 4 + length
+
+    def cpu_s(self) -> float:
+        return proc_cpu_s(self.worker_pid)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def thread_schedstat(tid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a thread of this process."""
+    run_ns, wait_ns, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
+def tracedb_version() -> str:
+    """The commit of the tracedb being measured, `-dirty` if its code (tracedb/, bpf/, schemas/) has
+    uncommitted changes."""
+    root = Path(tracedb.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        dirty = git("status", "--porcelain", "--", "tracedb", "bpf", "schemas")
+        return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already in user
+    return total - idle, total
+
+
+# -- wrk -------------------------------------------------------------------------------
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    percentiles: dict[str, float]  # "50%" .. "99%" -> seconds
+    errors: str
+    wall_s: float
+    cpu_s: float  # wrk's own user+sys
+
+
+def seconds_of(number: str, unit: str) -> float:
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> tuple[int, float, float, dict[str, float], str]:
+    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not total or not rps:
+        raise RuntimeError(f"cannot parse wrk's output:\n{out}")
+    percentiles = {
+        f"{m.group(1)}%": seconds_of(m.group(2), m.group(3))
+        for m in re.finditer(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+    }
+    errors = "; ".join(m.group(0).strip() for m in re.finditer(r"^\s*(Socket errors|Non-2xx).*$", out, re.M))
+    return int(total.group(1)), seconds_of(total.group(2), total.group(3)), float(rps.group(1)), percentiles, errors
+
+
+def run_wrk(url: str, args: argparse.Namespace, duration: float) -> WrkResult:
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--latency", url]
+    cpu0, t0 = children_cpu_s(), time.monotonic()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
+    wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr}{done.stdout}")
+    requests, seconds, rps, percentiles, errors = parse_wrk(done.stdout)
+    if "99%" not in percentiles:
+        raise RuntimeError(f"no latency distribution in wrk's output:\n{done.stdout}")
+    return WrkResult(requests, seconds, rps, percentiles, errors, wall, cpu)
+
+
+# -- rounds ----------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    index: int
+    traced: bool
+    wrk: WrkResult
+    nginx_cpu_s: float
+    machine_busy: float  # CPUs busy on average while wrk ran
+    start_s: float = 0.0  # Collector.start(): compile, load, attach
+    start_cpu_s: float = 0.0
+    stop_s: float = 0.0  # Collector.stop() after wrk: last flush, detach
+    tracer_cpu_s: float = 0.0  # wrk start .. collector stopped
+    tracer_cpu_load_s: float = 0.0  # wrk start .. wrk end only
+    thread_run_s: float = 0.0  # the connector thread while wrk ran: on a CPU
+    thread_wait_s: float = 0.0  # runnable, waiting for a CPU
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        return "traced" if self.traced else "untraced"
+
+    @property
+    def tracer_pct(self) -> float:
+        return 100 * self.tracer_cpu_s / self.wrk.wall_s
+
+    @property
+    def us_per_event(self) -> float:
+        """Tracer CPU per event it handled (events lost cost nothing here)."""
+        return self.tracer_cpu_s / max(1, self.counts["events"]) * 1e6
+
+    @property
+    def cores_needed(self) -> float:
+        """Cores the tracer would need to decode every event (handled and lost) as fast as they came."""
+        return self.us_per_event * 1e-6 * (self.counts["events"] + self.counts["events_lost"]) / self.wrk.wall_s
+
+    @property
+    def found_pct(self) -> float:
+        return 100 * self.counts["server_rows"] / max(1, self.wrk.requests)
+
+
+def run_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) -> Round:
+    collector = None
+    extra: dict = {}
+    try:
+        if traced:
+            t0, c0 = time.monotonic(), self_cpu_s()
+            options = {"socket_tracer": {"pids": (nginx.worker_pid,)}} if args.only_nginx else None
+            collector = tracedb.Collector(sources=["socket_tracer"], retention=RETENTION, connector_options=options,
+                                          log=lambda m: print(f"  tracedb: {m}", file=sys.stderr))
+            collector.start()
+            extra.update(start_s=time.monotonic() - t0, start_cpu_s=self_cpu_s() - c0)
+            states = {r.name: (r.state, r.detail) for r in collector.runs}
+            if states.get("socket_tracer", ("",))[0] != "running":
+                raise RuntimeError(f"socket_tracer is not running: {states}")
+        tid = collector.runs[0].thread.native_id if traced else None
+        sched0 = thread_schedstat(tid) if traced else None
+        nginx0, cpu0, (busy0, total0) = nginx.cpu_s(), self_cpu_s(), machine_ticks()
+        wrk = run_wrk(nginx.url(), args, args.duration)
+        busy1, total1 = machine_ticks()
+        if traced:
+            run = collector.runs[0]
+            if run.state != "running":
+                raise RuntimeError(f"socket_tracer stopped during the round ({run.state}): {run.detail}")
+            sched1 = thread_schedstat(tid)
+            extra.update(thread_run_s=sched1[0] - sched0[0], thread_wait_s=sched1[1] - sched0[1])
+        nginx_cpu = nginx.cpu_s() - nginx0
+        busy = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+        if traced:
+            extra["tracer_cpu_load_s"] = self_cpu_s() - cpu0
+            t1 = time.monotonic()
+            collector.stop()
+            extra["stop_s"] = time.monotonic() - t1
+            extra["tracer_cpu_s"] = self_cpu_s() - cpu0
+            extra["counts"] = count_rows(collector, nginx)
+        return Round(index, traced, wrk, nginx_cpu, busy, **extra)
+    finally:
+        if collector is not None:
+            collector.stop()  # no-op after a normal stop; detaches on errors and Ctrl-C
+
+
+def scalar(collector, sql: str) -> object:
+    table = collector.query(sql)
+    return table.column(0)[0].as_py() if table is not None and table.num_rows else None
+
+
+def count_rows(collector, nginx: Nginx) -> dict:
+    port, worker = nginx.port, nginx.worker_pid
+    server = f"trace_role = 'server' and local_port = {port}"
+    c = {
+        "server_rows": scalar(collector, f"select count(*) from http_events where {server}"),
+        "client_rows": scalar(collector, f"select count(*) from http_events "
+                                         f"where trace_role = 'client' and remote_port = {port}"),
+        "other_rows": scalar(collector, f"select count(*) from http_events "
+                                        f"where trace_role not in ('server', 'client') "
+                                        f"and (local_port = {port} or remote_port = {port})"),
+        "server_conns": scalar(collector, f"select count(distinct conn_id) from http_events where {server}"),
+        "statuses": collector.query(
+            f"select trace_role, resp_status, count(*) as n from http_events "
+            f"where local_port = {port} or remote_port = {port} group by all order by all").to_pylist(),
+    }
+    status = collector.query("select events, events_lost, decode_errors from tracedb_connectors "
+                             "where connector = 'socket_tracer'").to_pylist()[0]
+    c.update(status)
+    c["rows_dropped"] = scalar(collector, "select sum(rows_dropped) from tracedb_tables")
+    # conn_stats counters are cumulative per group: the latest (max) per group, summed per side.
+    sides = collector.query(f"""
+        select side, count(*) as groups, sum(conn_open) as conns, sum(sent) as sent, sum(recv) as recv from (
+            select case when pid = {worker} then 'server' else 'client' end as side,
+                   max(conn_open) as conn_open, max(bytes_sent) as sent, max(bytes_recv) as recv
+            from conn_stats
+            where (pid = {worker} and trace_role = 'server') or remote_port = {port}
+            group by upid, remote_addr, remote_port, trace_role, side)
+        group by side""").to_pylist()
+    c["conn_stats"] = {row["side"]: row for row in sides}
+    return c
+
+
+# -- printing ------------------------------------------------------------------------
+
+
+def us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f}"
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return f"{x:.{digits}f}"
+
+
+def print_rounds(rounds: list[Round]) -> None:
+    print_table(
+        ["round", "mode", "req/s", "requests", "p50 us", "p90 us", "p99 us", "nginx us/req", "wrk us/req",
+         "CPUs busy", "tracer CPU %", "errors"],
+        [[r.index, r.mode, f"{r.wrk.rps:,.0f}", f"{r.wrk.requests:,}", us(r.wrk.percentiles["50%"]),
+          us(r.wrk.percentiles["90%"]), us(r.wrk.percentiles["99%"]),
+          f"{r.nginx_cpu_s / r.wrk.requests * 1e6:.1f}", f"{r.wrk.cpu_s / r.wrk.requests * 1e6:.1f}",
+          f"{r.machine_busy:.2f}", pct(r.tracer_pct) if r.traced else "-", r.wrk.errors or "-"]
+         for r in rounds],
+    )
+
+
+def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connections: int) -> None:
+    print(f"\nTraced rounds: rows of http_events for the nginx port vs wrk's completed requests "
+          f"(wrk may leave up to {connections} requests in flight at its deadline)")
+    rows = []
+    for r in rounds:
+        c = r.counts
+        rows.append([r.index, f"{r.wrk.requests:,}", f"{c['server_rows']:,}", pct(r.found_pct, 3),
+                     f"{c['server_rows'] - r.wrk.requests:+,}", f"{c['client_rows']:,}",
+                     f"{c['client_rows'] - r.wrk.requests:+,}", c["other_rows"], c["server_conns"],
+                     f"{c['events']:,}", c["events_lost"], c["decode_errors"], c["rows_dropped"]])
+    print_table(["round", "wrk requests", "server rows", "found %", "server - wrk", "client rows", "client - wrk",
+                 "unknown-role rows", "server conns", "events", "events lost", "decode errors", "rows dropped"], rows)
+
+    print(f"\nconn_stats (counted in the kernel at every syscall): bytes for the nginx port, and those bytes "
+          f"divided by the exact request ({req_bytes} B) and response ({resp_bytes} B) sizes")
+    rows = []
+    for r in rounds:
+        for side, s in sorted(r.counts["conn_stats"].items(), reverse=True):
+            sent_size, recv_size = (resp_bytes, req_bytes) if side == "server" else (req_bytes, resp_bytes)
+            rows.append([r.index, side, s["conns"], f"{s['sent']:,}", f"{s['recv']:,}",
+                         f"{s['sent'] / sent_size:,.2f}", f"{s['recv'] / recv_size:,.2f}"])
+    print_table(["round", "side", "conns opened", "bytes sent", "bytes recv", "sent / msg size", "recv / msg size"],
+                rows)
+
+    print("\nhttp_events by role and status (all traced rounds):")
+    totals: dict[tuple, int] = {}
+    for r in rounds:
+        for s in r.counts["statuses"]:
+            key = (s["trace_role"], s["resp_status"])
+            totals[key] = totals.get(key, 0) + s["n"]
+    print_table(["trace_role", "resp_status", "rows"], [[k[0], k[1], f"{n:,}"] for k, n in sorted(totals.items())])
+
+    print("\nCollector (this process): start = compile + load + attach before wrk; stop = last flush + detach "
+          "after wrk; its connector thread while wrk ran: on a CPU / runnable but waiting for one (schedstat); "
+          "tracer CPU per event handled, and the cores that rate would need for every event (handled + lost)")
+    print_table(["round", "start s", "start CPU s", "stop s", "CPU during wrk %", "CPU wrk..stopped %",
+                 "thread on CPU s", "thread waiting s", "us/event", "cores needed"],
+                [[r.index, f"{r.start_s:.2f}", f"{r.start_cpu_s:.2f}", f"{r.stop_s:.2f}",
+                  pct(100 * r.tracer_cpu_load_s / r.wrk.wall_s), pct(r.tracer_pct), f"{r.thread_run_s:.2f}",
+                  f"{r.thread_wait_s:.2f}", f"{r.us_per_event:.1f}", f"{r.cores_needed:.2f}"] for r in rounds])
+
+
+def print_summary(rounds: list[Round]) -> None:
+    untraced = [r for r in rounds if not r.traced]
+    traced = [r for r in rounds if r.traced]
+    rps_u, rps_t = median([r.wrk.rps for r in untraced]), median([r.wrk.rps for r in traced])
+    p99_u = median([r.wrk.percentiles["99%"] for r in untraced])
+    p99_t = median([r.wrk.percentiles["99%"] for r in traced])
+    found = 100 * sum(r.counts["server_rows"] for r in traced) / sum(r.wrk.requests for r in traced)
+    found_min = min(r.found_pct for r in traced)
+    client = 100 * sum(r.counts["client_rows"] for r in traced) / sum(r.wrk.requests for r in traced)
+    ng_u = median([r.nginx_cpu_s / r.wrk.requests for r in untraced])
+    ng_t = median([r.nginx_cpu_s / r.wrk.requests for r in traced])
+    wrk_u = median([r.wrk.cpu_s / r.wrk.requests for r in untraced])
+    wrk_t = median([r.wrk.cpu_s / r.wrk.requests for r in traced])
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    print("\nSummary (medians over rounds; ratios traced / untraced)")
+    print_table(
+        ["figure", "untraced", "traced", "ratio / value", "target"],
+        [
+            ["throughput (req/s)", f"{rps_u:,.0f}", f"{rps_t:,.0f}", f"{rps_t / rps_u:.3f}",
+             f">= {TARGETS['throughput']}: {verdict(rps_t / rps_u >= TARGETS['throughput'])}"],
+            ["p99 latency (us)", us(p99_u), us(p99_t), f"{p99_t / p99_u:.3f}",
+             f"<= {TARGETS['p99']}: {verdict(p99_t / p99_u <= TARGETS['p99'])}"],
+            ["wrk requests in http_events, server side (%)", "-", "-", f"{found:.3f} (worst round {found_min:.3f})",
+             f">= {TARGETS['found']}: {verdict(found_min >= TARGETS['found'])}"],
+            ["wrk requests in http_events, client side (%)", "-", "-", f"{client:.3f}", "-"],
+            ["tracer CPU, wrk start..collector stopped (% of one core)", "-",
+             pct(median([r.tracer_pct for r in traced])), "-", "-"],
+            ["tracer CPU, while wrk ran only (% of one core)", "-",
+             pct(median([100 * r.tracer_cpu_load_s / r.wrk.wall_s for r in traced])), "-", "-"],
+            ["tracer CPU per event handled (us)", "-", f"{median([r.us_per_event for r in traced]):.1f}", "-", "-"],
+            ["cores the tracer would need for every event", "-", f"{median([r.cores_needed for r in traced]):.2f}",
+             "-", "-"],
+            ["nginx worker CPU per request (us)", f"{ng_u * 1e6:.1f}", f"{ng_t * 1e6:.1f}", f"{ng_t / ng_u:.3f}", "-"],
+            ["wrk CPU per request (us)", f"{wrk_u * 1e6:.1f}", f"{wrk_t * 1e6:.1f}", f"{wrk_t / wrk_u:.3f}", "-"],
+            ["events lost (sum)", "-", f"{sum(r.counts['events_lost'] for r in traced):,}", "-", "0"],
+            ["decode errors (sum)", "-", f"{sum(r.counts['decode_errors'] for r in traced):,}", "-", "0"],
+        ],
+    )
+
+
+# -- main ----------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each mode (default 3)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk -c (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t (default 1)")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="untraced wrk seconds before the rounds (default 2; 0: none)")
+    parser.add_argument("--no-sendfile", action="store_true",
+                        help="nginx with `sendfile off` (body written from user memory)")
+    parser.add_argument("--only-nginx", action="store_true",
+                        help="trace only nginx's worker (SocketTracerOptions.pids), not wrk nor other processes")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.duration <= 0:
+        parser.error("--rounds and --duration must be positive")
+    if os.geteuid() != 0:
+        print("http_overhead: the socket tracer needs root", file=sys.stderr)
+        return 2
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            print(f"http_overhead: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
+            return 2
+
+    version = tracedb_version()
+    nginx = Nginx(sendfile=not args.no_sendfile)
+    rounds: list[Round] = []
+    try:
+        nginx.start()
+        req_bytes, resp_bytes = len(nginx.wrk_request()), nginx.response_size()
+        print(f"tracedb {version}; nginx {HOST}:{nginx.port} (worker pid {nginx.worker_pid}), "
+              f"sendfile {'on' if nginx.sendfile else 'off'}, "
+              f"{FILE_SIZE} B file; request {req_bytes} B, response {resp_bytes} B; "
+              f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s; "
+              f"{args.rounds} x (untraced, traced{', nginx only' if args.only_nginx else ''}); {os.cpu_count()} CPUs")
+        if args.warmup > 0:
+            run_wrk(nginx.url(), args, args.warmup)
+        for i in range(args.rounds):
+            for traced in (False, True):
+                r = run_round(len(rounds) + 1, traced, nginx, args)
+                rounds.append(r)
+                extra = f", tracer CPU {r.tracer_pct:.1f} %, found {r.found_pct:.3f} %" if traced else ""
+                print(f"  round {r.index} {r.mode}: {r.wrk.rps:,.0f} req/s, "
+                      f"p99 {us(r.wrk.percentiles['99%'])} us{extra}",
+                      file=sys.stderr)
+    finally:
+        nginx.stop()
+
+    print()
+    print_rounds(rounds)
+    print_traced([r for r in rounds if r.traced], req_bytes, resp_bytes, args.connections)
+    print_summary(rounds)
+    if tracedb_version() != version:
+        print(f"\nwarning: tracedb's code changed during the run ({version} -> {tracedb_version()}): "
+              "each traced round compiled the C as it was then")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

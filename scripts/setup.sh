@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(python3-bpfcc python3-venv bpftool gcc libc6-dev)
 # Real servers and clients the tests drive.
-TEST_PACKAGES=(nginx-light wrk curl)
+TEST_PACKAGES=(nginx-light wrk curl postgresql mariadb-server mariadb-client redis-server redis-tools dnsmasq-base bind9-dnsutils iproute2 tmux util-linux)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -25,8 +25,9 @@ import pyarrow as pa
 from tracedb.connectors.base import Connector, Unavailable
 from tracedb.connectors.registry import resolve_sources
 from tracedb.kernel import doctor
-from tracedb.schema import get_schema
+from tracedb.schema import TableSchema, get_schema
 from tracedb.storage import QueryEngine, Retention, TableStore
+from tracedb.storage.store import STATS_TABLE
 
 CONNECTORS_TABLE = "tracedb_connectors"
 
@@ -66,7 +67,7 @@ class Collector:
             raise ValueError(f"options given for connectors not running: {', '.join(sorted(unknown))}")
         tables = [t for cls in self.connector_classes for t in cls.tables]
         self.store = TableStore([get_schema(t) for t in tables], retention, per_table_retention)
-        self.engine = QueryEngine(self.store, {CONNECTORS_TABLE: self.connector_status})
+        self.engine = QueryEngine(self.store, {CONNECTORS_TABLE: self.status})
         self.runs: list[ConnectorRun] = []
         self._stop = threading.Event()
         self._listeners: dict[str, list[Callable[[pa.RecordBatch], None]]] = defaultdict(list)
@@ -165,12 +166,21 @@ class Collector:
         """Run SQL over the tables as they are now; the last statement's rows."""
         return self.engine.query(sql)
 
+    def interrupt(self) -> None:
+        """Cancel the queries running now (from another thread: Ctrl-C in the REPL)."""
+        self.engine.interrupt()
+
+    def table_schemas(self) -> dict[str, TableSchema]:
+        """The schemas of the tables this collector answers for, status tables included."""
+        return {name: get_schema(name) for name in (*self.store.table_names, STATS_TABLE, CONNECTORS_TABLE)}
+
     def on_rows(self, table: str, listener: Callable[[pa.RecordBatch], None]) -> None:
         """Call `listener` (from a connector thread) with every batch appended to `table`."""
         self.store.schema(table)  # raises for a table this collector does not publish
         self._listeners[table].append(listener)
 
-    def connector_status(self) -> pa.Table:
+    def status(self) -> pa.Table:
+        """The connectors now: the rows of tracedb_connectors."""
         now_us = time.time_ns() // 1000
         rows = [
             {

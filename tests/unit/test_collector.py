@@ -7,7 +7,6 @@ import pytest
 from tracedb import Collector
 from tracedb.connectors import registry
 from tracedb.connectors.base import Connector, Unavailable
-from tracedb.prompt import handle_line
 
 
 class NeedsMissingKernel(Connector):
@@ -74,11 +73,3 @@ def test_connector_failing_while_running_is_stopped_and_reported(test_connectors
     assert states["procfs"][0] == "stopped"
     assert failing.stopped >= 1, "a failed connector still releases its resources"
     assert any("test_failing failed" in m for m in logged)
-
-
-def test_prompt_shows_results_errors_and_quits():
-    with Collector(sources=["procfs"]) as collector:
-        assert "|   2 |" in handle_line(collector, "select 1 + 1 as two;")
-        assert handle_line(collector, "select * from nope").startswith("Error: ")
-        assert handle_line(collector, "   ") == ""
-        assert handle_line(collector, ".quit") is None and handle_line(collector, "quit;") is None

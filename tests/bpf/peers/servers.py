@@ -3,6 +3,7 @@ tests start, ended by their own pid)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -92,3 +93,77 @@ def peer_server(script: str, host: str):
 
 def python_http_server(host: str):
     return peer_server("http_server.py", host)
+
+
+def _setpriv_as(user: str) -> list[str]:
+    """Run a command as `user` (servers that refuse root); setpriv execs, so
+    the pid we hold is the server's own."""
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--init-groups"]
+
+
+@contextmanager
+def postgres():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (trust auth); yields (postmaster, port).
+    Each client connection is served by a forked backend: find it by local_port."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    require(bool(bins) and shutil.which("psql") is not None, "PostgreSQL is not installed (scripts/setup.sh --test)")
+    with tempfile.TemporaryDirectory(prefix="tracedb-pg-") as tmp:
+        shutil.chown(tmp, "postgres", "postgres")
+        data, port = Path(tmp, "data"), free_port()
+        subprocess.run(_setpriv_as("postgres") + [str(bins[-1] / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                       check=True, capture_output=True)
+        command = [str(bins[-1] / "postgres"), "-D", str(data), "-p", str(port), "-k", tmp,
+                   "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]
+        with stopping(subprocess.Popen(_setpriv_as("postgres") + command, stderr=subprocess.DEVNULL)) as proc:
+            wait_listening(port, timeout_s=30)
+            yield proc, port
+
+
+@contextmanager
+def mariadb():
+    """A throwaway MariaDB server on 127.0.0.1 without grant checks; yields (server, port)."""
+    require(shutil.which("mariadbd") is not None or Path("/usr/sbin/mariadbd").exists(), "MariaDB is not installed")
+    with tempfile.TemporaryDirectory(prefix="tracedb-mariadb-") as tmp:
+        port = free_port()
+        subprocess.run(["mariadb-install-db", "--user=root", f"--datadir={tmp}/data", "--auth-root-authentication-method=normal"],
+                       check=True, capture_output=True)
+        command = ["/usr/sbin/mariadbd", "--no-defaults", "--user=root", f"--datadir={tmp}/data", f"--port={port}",
+                   "--bind-address=127.0.0.1", f"--socket={tmp}/sock", f"--pid-file={tmp}/pid", "--skip-grant-tables",
+                   "--skip-log-bin", "--innodb-buffer-pool-size=16M"]
+        with stopping(subprocess.Popen(command, stderr=subprocess.DEVNULL)) as proc:
+            wait_listening(port, timeout_s=60)
+            yield proc, port
+
+
+@contextmanager
+def redis():
+    require(shutil.which("redis-server") is not None, "redis-server is not installed")
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    with stopping(subprocess.Popen(command, stdout=subprocess.DEVNULL)) as proc:
+        wait_listening(port)
+        yield proc, port
+
+
+@contextmanager
+def dns_namespace(zone_args: list[str]):
+    """A network namespace of the test's own with dnsmasq answering on its
+    127.0.0.1:53 and a resolv.conf pointing there, so that the libc resolver
+    of processes run in it (`ip netns exec NAME ...`) asks our server; yields
+    (dnsmasq process, namespace name)."""
+    require(shutil.which("dnsmasq") is not None and shutil.which("ip") is not None, "dnsmasq/iproute2 not installed")
+    name = f"tracedb-dns-{os.getpid()}"
+    conf_dir = Path("/etc/netns", name)
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        conf_dir.mkdir(parents=True)
+        (conf_dir / "resolv.conf").write_text("nameserver 127.0.0.1\n")
+        subprocess.run(["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"], check=True)
+        command = ["ip", "netns", "exec", name, "dnsmasq", "--no-daemon", "--user=root", "--port=53",
+                   "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts", *zone_args]
+        with stopping(subprocess.Popen(command, stderr=subprocess.DEVNULL)) as proc:
+            time.sleep(0.5)
+            yield proc, name
+    finally:
+        shutil.rmtree(conf_dir, ignore_errors=True)
+        subprocess.run(["ip", "netns", "delete", name], check=False)

@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol as TypingProtocol
 
 from tracedb.connectors.socket_tracer.events import Protocol, Transport
 from tracedb.protocols.http import HttpTrace
+from tracedb.protocols.redis import RedisTrace
 
 
 class Trace(TypingProtocol):
@@ -34,6 +35,7 @@ class Trace(TypingProtocol):
 # (protocol as inferred in the kernel, transport) -> the trace that parses it.
 TRACES: dict[tuple[Protocol, Transport], type] = {
     (Protocol.HTTP, Transport.TCP): HttpTrace,
+    (Protocol.REDIS, Transport.TCP): RedisTrace,
 }
 
 TABLES = tuple(sorted({trace.table for trace in TRACES.values()}))

@@ -1,0 +1,1 @@
+"""Example files shipped with tracedb (package data): `schedule.toml`, a schedule of useful summaries."""

@@ -14,6 +14,7 @@
  */
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+#include "common/kernel.h"
 #include "proc_events.h"
 
 BPF_RINGBUF_OUTPUT(exec_ring, RINGBUF_PAGES);
@@ -26,26 +27,6 @@ static __always_inline void count_lost(void)
     __u64 *n = lost.lookup(&zero);
     if (n)
         __sync_fetch_and_add(n, 1);
-}
-
-static __always_inline __u64 read_u64(void *task, int offset)
-{
-    __u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (char *)task + offset);
-    return v;
-}
-
-static __always_inline __u32 read_u32(void *task, int offset)
-{
-    __u32 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (char *)task + offset);
-    return v;
-}
-
-/* The process's start time (its group leader's), which upid is made of. */
-static __always_inline __u64 process_start(void *task)
-{
-    return read_u64((void *)read_u64(task, TASK_GROUP_LEADER_OFF), TASK_START_BOOTTIME_OFF);
 }
 
 static __always_inline __u32 parent_tgid(void *task)

@@ -66,10 +66,11 @@ static __always_inline int mysql_greeting(const __u8 *b, __u32 size)
     return mysql_packet_len(b) + 4 == size && b[3] == 0 && b[4] == 10 && is_digit(b[5]);
 }
 
-/* COM_QUERY (0x03) with text, as a whole packet of sequence 0. */
+/* COM_QUERY (0x03) or COM_STMT_PREPARE (0x16) with text, as a whole packet
+ * of sequence 0: a client's command when its handshake was not recognised. */
 static __always_inline int mysql_query(const __u8 *b, __u32 size)
 {
-    return mysql_packet_len(b) + 4 == size && b[3] == 0 && b[4] == 0x03 && is_text(b[5]);
+    return mysql_packet_len(b) + 4 == size && b[3] == 0 && (b[4] == 0x03 || b[4] == 0x16) && is_text(b[5]);
 }
 
 /* A RESP array of bulk strings whose first is a command name:

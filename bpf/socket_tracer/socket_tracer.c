@@ -24,6 +24,7 @@
  *   FILTER_PORTS     only trace connections with a port in target_ports
  */
 #include <uapi/linux/ptrace.h>
+#include "common/kernel.h"
 #include "socket_tracer.h"
 #include "inference.h"
 
@@ -31,7 +32,10 @@
 #define MAX_IOV 16
 #define MAX_MMSG 4           /* messages of sendmmsg/recvmmsg captured */
 #define MAX_MMSG_COUNTED 64  /* messages whose bytes are counted (UIO_MAXIOV is 1024) */
-#define INFER_ATTEMPTS 4
+/* Syscalls looked at before giving up: clients that read a length prefix on
+ * its own (MySQL drivers, the PostgreSQL server) show a first message only
+ * after their handshake. */
+#define INFER_ATTEMPTS 8
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
@@ -98,27 +102,6 @@ static __always_inline void count_lost(int which)
         __sync_fetch_and_add(n, 1);
 }
 
-static __always_inline __u64 read_ptr(void *base, int offset)
-{
-    __u64 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (char *)base + offset);
-    return v;
-}
-
-static __always_inline __u32 read_u32(void *base, int offset)
-{
-    __u32 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (char *)base + offset);
-    return v;
-}
-
-static __always_inline __u16 read_u16(void *base, int offset)
-{
-    __u16 v = 0;
-    bpf_probe_read_kernel(&v, sizeof(v), (char *)base + offset);
-    return v;
-}
-
 static __always_inline int traced_process(__u32 tgid)
 {
     if (tgid == SELF_TGID)
@@ -139,19 +122,19 @@ static __always_inline __u64 conn_key(__u32 tgid, __u32 fd)
 static __always_inline void *fd_to_sock(__u32 fd)
 {
     void *task = (void *)bpf_get_current_task();
-    void *files = (void *)read_ptr(task, TASK_FILES_OFF);
-    void *fdt = files ? (void *)read_ptr(files, FILES_FDT_OFF) : 0;
+    void *files = (void *)read_u64(task, TASK_FILES_OFF);
+    void *fdt = files ? (void *)read_u64(files, FILES_FDT_OFF) : 0;
     if (!fdt || fd >= read_u32(fdt, FDTABLE_MAX_FDS_OFF))
         return 0;
-    void *fd_array = (void *)read_ptr(fdt, FDTABLE_FD_OFF);
-    void *file = (void *)read_ptr(fd_array, fd * sizeof(void *));
+    void *fd_array = (void *)read_u64(fdt, FDTABLE_FD_OFF);
+    void *file = (void *)read_u64(fd_array, fd * sizeof(void *));
     if (!file)
         return 0;
-    void *inode = (void *)read_ptr(file, FILE_F_INODE_OFF);
+    void *inode = (void *)read_u64(file, FILE_F_INODE_OFF);
     if (!inode || (read_u16(inode, INODE_I_MODE_OFF) & S_IFMT) != S_IFSOCK)
         return 0;
-    void *socket = (void *)read_ptr(file, FILE_PRIVATE_DATA_OFF);
-    return socket ? (void *)read_ptr(socket, SOCKET_SK_OFF) : 0;
+    void *socket = (void *)read_u64(file, FILE_PRIVATE_DATA_OFF);
+    return socket ? (void *)read_u64(socket, SOCKET_SK_OFF) : 0;
 }
 
 static __always_inline __u8 transport_of(void *sk)
@@ -224,9 +207,7 @@ static __always_inline struct conn_info *track(__u32 tgid, __u32 fd, __u8 role, 
     if (!next)
         return 0;
     info.id.conn_id = __sync_fetch_and_add(next, 1) + 1;
-    /* The process's start, not this thread's: upid names the process. */
-    void *leader = (void *)read_ptr((void *)bpf_get_current_task(), TASK_GROUP_LEADER_OFF);
-    info.id.start_boottime_ns = read_ptr(leader, TASK_START_BOOTTIME_OFF);
+    info.id.start_boottime_ns = process_start((void *)bpf_get_current_task());
     info.id.tgid = tgid;
     info.id.fd = fd;
     info.id.role = role;

@@ -89,6 +89,7 @@ RECOGNISED = [
     (pg_message(b"Q", b"select 1\0"), TCP, Protocol.PGSQL, True),
     (MYSQL_GREETING, TCP, Protocol.MYSQL, False),
     (mysql_packet(b"\x03select @@version_comment limit 1"), TCP, Protocol.MYSQL, True),
+    (mysql_packet(b"\x16select ? + ?"), TCP, Protocol.MYSQL, True),
     (resp_command(b"PING"), TCP, Protocol.REDIS, True),
     (resp_command(b"SET", b"key", b"value"), TCP, Protocol.REDIS, True),
     (resp_command(b"CLIENT", b"SETNAME", b"x" * 20), TCP, Protocol.REDIS, True),

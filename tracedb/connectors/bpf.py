@@ -53,7 +53,7 @@ def bpf_source_dir(connector: str) -> Path:
 
 
 def render_cflags(defines: dict[str, int | str | None], include_dir: Path) -> list[str]:
-    flags = [f"-I{include_dir}", *CFLAGS]
+    flags = [f"-I{include_dir}", f"-I{bpf_root()}", *CFLAGS]  # bpf/ itself holds common/
     for name, value in defines.items():
         flags.append(f"-D{name}" if value is None else f"-D{name}={value}")
     return flags

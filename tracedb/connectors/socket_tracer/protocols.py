@@ -14,7 +14,9 @@ from __future__ import annotations
 from typing import ClassVar, Protocol as TypingProtocol
 
 from tracedb.connectors.socket_tracer.events import Protocol, Transport
+from tracedb.protocols.dns import DnsTcpTrace, DnsTrace
 from tracedb.protocols.http import HttpTrace
+from tracedb.protocols.mysql import MysqlTrace
 from tracedb.protocols.redis import RedisTrace
 
 
@@ -36,6 +38,9 @@ class Trace(TypingProtocol):
 TRACES: dict[tuple[Protocol, Transport], type] = {
     (Protocol.HTTP, Transport.TCP): HttpTrace,
     (Protocol.REDIS, Transport.TCP): RedisTrace,
+    (Protocol.MYSQL, Transport.TCP): MysqlTrace,
+    (Protocol.DNS, Transport.UDP): DnsTrace,
+    (Protocol.DNS, Transport.TCP): DnsTcpTrace,
 }
 
 TABLES = tuple(sorted({trace.table for trace in TRACES.values()}))

@@ -17,6 +17,7 @@ from tracedb.connectors.socket_tracer.events import Protocol, Transport
 from tracedb.protocols.dns import DnsTcpTrace, DnsTrace
 from tracedb.protocols.http import HttpTrace
 from tracedb.protocols.mysql import MysqlTrace
+from tracedb.protocols.pgsql import PgsqlTrace
 from tracedb.protocols.redis import RedisTrace
 
 
@@ -38,6 +39,7 @@ class Trace(TypingProtocol):
 TRACES: dict[tuple[Protocol, Transport], type] = {
     (Protocol.HTTP, Transport.TCP): HttpTrace,
     (Protocol.REDIS, Transport.TCP): RedisTrace,
+    (Protocol.PGSQL, Transport.TCP): PgsqlTrace,
     (Protocol.MYSQL, Transport.TCP): MysqlTrace,
     (Protocol.DNS, Transport.UDP): DnsTrace,
     (Protocol.DNS, Transport.TCP): DnsTcpTrace,

@@ -36,6 +36,8 @@ import json
 import struct
 from dataclasses import dataclass, field
 
+from tracedb.protocols.base import PairedTrace
+
 HEADER_SIZE = 12
 MAX_NAME_WIRE_LENGTH = 255  # RFC 1035 §3.1, labels and length bytes
 MAX_PENDING_QUERIES = 1024
@@ -620,7 +622,7 @@ def latency_ns(query: DnsMessage, response: DnsMessage) -> int:
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-class DnsTrace:
+class DnsTrace(PairedTrace):
     """One flow's DNS, over UDP unless transport="tcp"."""
 
     table = "dns_events"
@@ -629,27 +631,17 @@ class DnsTrace:
         readers = {"udp": DnsDatagramReader, "tcp": DnsStreamReader}
         if transport not in readers:
             raise ValueError(f"transport must be udp or tcp, got {transport!r}")
+        super().__init__(readers[transport](is_query=True), readers[transport](is_query=False))
         self.transport = transport
         self.body_limit = body_limit
-        self.queries = readers[transport](is_query=True)
-        self.responses = readers[transport](is_query=False)
         self.stitcher = DnsStitcher()
-        self._rows: list[dict] = []
 
     @property
     def parse_errors(self) -> int:
-        return self.queries.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
-
-    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        reader = self.queries if request_side else self.responses
-        self._add(request_side, reader.feed(data, time_ns))
-
-    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
-        reader = self.queries if request_side else self.responses
-        self._add(request_side, reader.gap(lost_bytes, time_ns))
+        return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
 
     def on_close(self, time_ns: int) -> None:
-        self.queries.close()
+        self.requests.close()
         self.responses.close()
         self.stitcher.close()
 
@@ -668,10 +660,6 @@ class DnsTrace:
                     "latency": latency_ns(query, response),
                 }
             )
-
-    def take_rows(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows
 
 
 class DnsTcpTrace(DnsTrace):

@@ -45,6 +45,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tracedb.protocols.base import PairedTrace
+
 PACKET_KEEP = 64 * 1024  # payload bytes kept per packet; the rest is counted
 MAX_STATEMENTS = 1024  # prepared statements remembered per connection
 MAX_FRAGMENT = 0xFFFFFF  # a fragment this long continues in the next one
@@ -1141,14 +1143,12 @@ def _greeting_capabilities(payload: bytes) -> int:
     return capabilities
 
 
-class MysqlTrace:
+class MysqlTrace(PairedTrace):
     table = "mysql_events"
 
     def __init__(self, body_limit: int):
-        self.requests = PacketReader(restart_seq=0)
-        self.responses = PacketReader(restart_seq=1)
+        super().__init__(PacketReader(restart_seq=0), PacketReader(restart_seq=1))
         self.session = MysqlSession(body_limit)
-        self._rows: list[dict] = []
 
     @property
     def parse_errors(self) -> int:
@@ -1159,41 +1159,42 @@ class MysqlTrace:
         )
 
     def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        if self.session.stopped:
-            return
-        reader, other = self._readers(request_side)
-        other.restart()
-        self._take(request_side, reader, reader.feed(data, time_ns))
+        if self._take_turn(request_side):
+            super().on_bytes(request_side, data, time_ns)
 
     def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
-        if self.session.stopped:
+        if not self._take_turn(request_side):
             return
-        reader, other = self._readers(request_side)
-        other.restart()
+        reader = self._reader(request_side)
         was_lost = reader.framing_lost
-        self._take(request_side, reader, reader.gap(lost_bytes, time_ns))
+        super().on_gap(request_side, lost_bytes, time_ns)
         if reader.framing_lost and not was_lost:
             self.session.framing_lost()
 
     def on_close(self, time_ns: int) -> None:
         self.session.close()
 
-    def _readers(self, request_side: bool) -> tuple[PacketReader, PacketReader]:
-        return (self.requests, self.responses) if request_side else (self.responses, self.requests)
+    def _take_turn(self, request_side: bool) -> bool:
+        """Whether this side's bytes are parsed at all (not once the session
+        stopped); if so, this side speaking ends the other's turn (see
+        PacketReader.restart)."""
+        if self.session.stopped:
+            return False
+        self._reader(not request_side).restart()
+        return True
 
-    def _take(self, request_side: bool, reader: PacketReader, packets: list[MysqlPacket]) -> None:
+    def _reader(self, request_side: bool) -> PacketReader:
+        return self.requests if request_side else self.responses
+
+    def _add(self, request_side: bool, packets: list[MysqlPacket]) -> None:
         session = self.session
         for packet in packets:
             try:
                 events = session.on_request(packet) if request_side else session.on_response(packet)
             except _Desync:  # the packets framed after it are no better
-                reader.lose_framing()
+                self._reader(request_side).lose_framing()
                 return
             self._rows += map(_row, events)
-
-    def take_rows(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows
 
 
 def _row(event: MysqlEvent) -> dict:

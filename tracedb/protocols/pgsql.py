@@ -40,6 +40,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from tracedb.protocols.base import PairedTrace, TimedInput
+
 MAX_KEPT = 1 << 20  # payload bytes held of one message; the rest of a longer one is counted and skipped
 RESYNC_MAX_LENGTH = 1 << 20  # a header found by searching may announce no longer a message
 SQL_LIMIT = 16 * 1024  # characters of statement text kept
@@ -136,7 +138,7 @@ def _header_search(lengths: dict[str, tuple[int, int]], decoders: dict) -> re.Pa
     return re.compile(b"[" + re.escape(tags) + rb"]\x00[\x00-\x10]", re.DOTALL)
 
 
-class PgsqlParser:
+class PgsqlParser(TimedInput):
     """Incremental parser for one direction of one connection.
 
     `_step` holds the part of a message to read next (an unbound function,
@@ -152,6 +154,7 @@ class PgsqlParser:
     """
 
     def __init__(self, is_request: bool) -> None:
+        super().__init__()
         self.is_request = is_request
         self.parse_errors = 0
         self.resyncs = 0  # times the framing was lost (a gap, or a bad header in step)
@@ -159,10 +162,6 @@ class PgsqlParser:
         self.stopped = False
         self._lengths = FRONTEND_LENGTHS if is_request else BACKEND_LENGTHS
         self._search_header = _FRONTEND_SEARCH if is_request else _BACKEND_SEARCH
-        self._buf = bytearray()
-        self._pos = 0  # first unconsumed byte of _buf
-        self._base = 0  # stream offset of _buf[0]
-        self._chunks: deque[tuple[int, int]] = deque()  # (stream offset, timestamp) of fed chunks
         self._candidate = True  # tracing may have begun mid-message
         # The message in progress.
         self._tag = ""
@@ -181,8 +180,7 @@ class PgsqlParser:
         timestamp_ns; return the messages they complete, in order."""
         if self.stopped or not data:
             return []
-        self._chunks.append((self._base + len(self._buf), timestamp_ns))
-        self._buf += data
+        self._append_input(data, timestamp_ns)
         done: list[PgMessage] = []
         self._run(done)
         self._compact()
@@ -293,27 +291,6 @@ class PgsqlParser:
             self._deliver(bytes(self._kept), timestamp_ns, done)
             self._kept = bytearray()
         return lost_bytes - lost
-
-    def _time_at(self, index: int) -> int:
-        """Timestamp of the chunk that carried _buf[index]. Lookups never go
-        backwards, so the chunks before that one are forgotten."""
-        chunks, offset = self._chunks, self._base + index
-        while len(chunks) > 1 and chunks[1][0] <= offset:
-            chunks.popleft()
-        return chunks[0][1]
-
-    def _discard_input(self) -> None:
-        self._base += len(self._buf)
-        self._buf.clear()
-        self._pos = 0
-        self._chunks.clear()
-
-    def _compact(self) -> None:
-        consumed = self._pos
-        if consumed:
-            del self._buf[:consumed]
-            self._base += consumed
-            self._pos = 0
 
     # The steps
 
@@ -1386,14 +1363,13 @@ _ANSWER_HANDLERS: dict[str, Callable[[PgsqlStitcher, _Pending, PgMessage], bool]
 }
 
 
-class PgsqlTrace:
+class PgsqlTrace(PairedTrace):
     """The socket tracer's view of one PostgreSQL connection."""
 
     table = "pgsql_events"
 
     def __init__(self, body_limit: int = 1024) -> None:
-        self.requests = PgsqlParser(is_request=True)
-        self.responses = PgsqlParser(is_request=False)
+        super().__init__(PgsqlParser(is_request=True), PgsqlParser(is_request=False))
         self.stitcher = PgsqlStitcher(data_limit=body_limit)
         self.encrypted = False  # the client's encryption request was accepted: nothing more is parsed
 
@@ -1402,19 +1378,10 @@ class PgsqlTrace:
         stitcher = self.stitcher
         return self.requests.parse_errors + self.responses.parse_errors + stitcher.malformed + stitcher.unmatched
 
-    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        if request_side:
-            self._add_requests(self.requests.feed(data, time_ns))
-        else:
-            self._add_responses(self.responses.feed(data, time_ns))
-
     def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
-        if request_side:
-            self._add_requests(self.requests.gap(lost_bytes, time_ns))
-            return
         resyncs = self.responses.resyncs
-        self._add_responses(self.responses.gap(lost_bytes, time_ns))
-        if self.responses.resyncs != resyncs:
+        super().on_gap(request_side, lost_bytes, time_ns)
+        if not request_side and self.responses.resyncs != resyncs:  # answers may have ended in the gap
             self.stitcher.answers_lost(time_ns)
 
     def on_close(self, time_ns: int) -> None:
@@ -1423,7 +1390,14 @@ class PgsqlTrace:
         self.stitcher.close()
 
     def take_rows(self) -> list[dict]:
+        """The stitcher collects the rows: they come of requests, responses and the close alike."""
         return self.stitcher.take_rows()
+
+    def _add(self, request_side: bool, messages: list[PgMessage]) -> None:
+        if request_side:
+            self._add_requests(messages)
+        else:
+            self._add_responses(messages)
 
     def _add_requests(self, messages: list[PgMessage]) -> None:
         for msg in messages:

@@ -39,6 +39,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tracedb.protocols.base import PairedTrace, TimedInput
+
 LINE_LIMIT = 64 * 1024  # Redis's own limit on an inline command (PROTO_INLINE_MAX_SIZE)
 NUMBER_LINE_LIMIT = 24  # a type byte, a length or integer, CRLF
 MAX_LENGTH = 2**32  # of a bulk string or aggregate; Redis's default proto-max-bulk-len is 512 MiB
@@ -168,7 +170,7 @@ class _Open:
     kept: bool  # its elements may be kept
 
 
-class RespParser:
+class RespParser(TimedInput):
     """Incremental parser for one direction of one connection.
 
     Parsing is a loop of steps: a frame (type byte and line, and a bulk string
@@ -180,15 +182,11 @@ class RespParser:
     """
 
     def __init__(self, is_request: bool, value_limit: int = 1024) -> None:
+        super().__init__()
         self.is_request = is_request
         self.value_limit = value_limit
         self.parse_errors = 0
         self.resyncs = 0
-        self._buf = bytearray()
-        self._pos = 0  # first unconsumed byte of _buf
-        self._scan_from = 0  # where the search for the current line's end resumes
-        self._base = 0  # stream offset of _buf[0]
-        self._chunks: deque[tuple[int, int]] = deque()  # (stream offset, timestamp) of fed chunks
         self._trusted = False  # _pos follows a whole message (a stream may be joined mid-message)
         self._candidate = False  # the message in progress was found by resynchronising
         self._line_start = False  # resynchronising: _pos is just after a LF or a gap
@@ -203,8 +201,7 @@ class RespParser:
         timestamp_ns; return the messages they complete, in order."""
         if not data:
             return []
-        self._chunks.append((self._base + len(self._buf), timestamp_ns))
-        self._buf += data
+        self._append_input(data, timestamp_ns)
         done: list[RespMessage] = []
         self._run(done)
         self._compact()
@@ -289,30 +286,6 @@ class RespParser:
         self._trusted = True
         self._begin_message()
         self._goto(RespParser._step_frame)
-
-    def _time_at(self, index: int) -> int:
-        """Timestamp of the chunk that carried _buf[index]. Lookups never go
-        backwards, so the chunks before that one are forgotten."""
-        chunks, offset = self._chunks, self._base + index
-        while len(chunks) > 1 and chunks[1][0] <= offset:
-            chunks.popleft()
-        return chunks[0][1]
-
-    def _discard_input(self) -> None:
-        self._base += len(self._buf)
-        self._buf.clear()
-        self._pos = self._scan_from = 0
-        self._chunks.clear()
-
-    def _compact(self) -> None:
-        """Drop consumed bytes and the chunks that carried only them."""
-        consumed = self._pos
-        if consumed:
-            self._time_at(consumed)
-            del self._buf[:consumed]
-            self._base += consumed
-            self._scan_from = max(0, self._scan_from - consumed)
-            self._pos = 0
 
     def _line_end(self, limit: int) -> int:
         """Index just past the LF that ends the line at _pos, or -1 while it
@@ -513,9 +486,7 @@ class RespParser:
         """Count up to lost_bytes missing bytes of the bulk string in progress
         (its CRLF included); return how many belonged to it."""
         skipped = min(lost_bytes, self._remaining)
-        self._discard_input()
-        self._chunks.append((self._base, timestamp_ns))
-        self._base += skipped
+        self._skip_input(skipped, timestamp_ns)
         self._remaining -= skipped
         self._keep_room = len(self._bulk_kept)  # what follows a hole would read as contiguous
         if not self._remaining:
@@ -959,28 +930,25 @@ def _out_of_band_row(msg: RespMessage) -> dict:
     return {"time_ns": msg.start_ns, "req_cmd": "", "req_args": "[]", "resp": render_reply(msg.value), "latency": 0}
 
 
-class RedisTrace:
+class RedisTrace(PairedTrace):
     """One connection's two streams in, redis_events rows out."""
 
     table = "redis_events"
 
     def __init__(self, value_limit: int = 1024):
-        self.requests = RespParser(is_request=True, value_limit=value_limit)
-        self.replies = RespParser(is_request=False, value_limit=value_limit)
+        super().__init__(
+            RespParser(is_request=True, value_limit=value_limit), RespParser(is_request=False, value_limit=value_limit)
+        )
         self.stitcher = RedisStitcher()
-        self._rows: list[dict] = []
+
+    @property
+    def replies(self) -> RespParser:
+        """The response side's parser, in Redis's word."""
+        return self.responses
 
     @property
     def parse_errors(self) -> int:
-        return self.requests.parse_errors + self.replies.parse_errors + self.stitcher.unmatched_replies
-
-    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        parser = self.requests if request_side else self.replies
-        self._add(request_side, parser.feed(data, time_ns))
-
-    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
-        parser = self.requests if request_side else self.replies
-        self._add(request_side, parser.gap(lost_bytes, time_ns))
+        return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_replies
 
     def on_close(self, time_ns: int) -> None:
         self._rows += self.stitcher.close()
@@ -991,7 +959,3 @@ class RedisTrace:
                 self._rows += self.stitcher.add_command(command_of(msg))
             else:
                 self._rows += self.stitcher.add_reply(msg)
-
-    def take_rows(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows

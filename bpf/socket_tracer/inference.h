@@ -114,7 +114,9 @@ static __always_inline __u8 infer(const __u8 *b, __u32 len, __u32 size, __u8 tra
         return PROTO_MYSQL;
     if (redis_request(b))
         return PROTO_REDIS;
-    if (be16(b) + 2 == size && dns_query(b + 2, size - 2))
+    /* DNS over TCP: with its length prefix, or without when the reader took
+     * the 2-byte length in a syscall of its own (dnsmasq does). */
+    if ((be16(b) + 2 == size && dns_query(b + 2, size - 2)) || dns_query(b, size))
         return PROTO_DNS;
     *request = 0;
     if (http_response(b))

@@ -30,7 +30,7 @@
 
 #define CAPTURE_MASK 32767 /* power of two minus one, >= MAX_CAPTURE - 1 */
 #define MAX_IOV 16
-#define MAX_MMSG 4           /* messages of sendmmsg/recvmmsg captured */
+#define MAX_MMSG 2           /* messages of sendmmsg/recvmmsg captured (the verifier bounds it) */
 #define MAX_MMSG_COUNTED 64  /* messages whose bytes are counted (UIO_MAXIOV is 1024) */
 /* Syscalls looked at before giving up: clients that read a length prefix on
  * its own (MySQL drivers, the PostgreSQL server) show a first message only
@@ -474,6 +474,14 @@ static __always_inline void read_peer(struct data_event *h, __u64 sockaddr)
     h->peer_port = __builtin_bswap16(port);
 }
 
+/* iovecs looked at for inference: two, since a length prefix may be an
+ * iovec of its own; one for the mmsg syscalls, whose programs would
+ * otherwise grow past the verifier's budget. */
+static __always_inline int head_iovecs(const int kind)
+{
+    return kind == SYS_RECVMMSG || kind == SYS_SENDMMSG ? 1 : 2;
+}
+
 /* Account `size` bytes moved on the connection; send them if its protocol is
  * traced. While the protocol is unknown only a few head bytes are copied, to
  * infer it. */
@@ -489,9 +497,9 @@ static __always_inline void on_bytes(struct conn_info *info, const int kind, str
     if (!s)
         return;
     __u32 limit = size < MAX_CAPTURE ? size : MAX_CAPTURE;
-    if (info->protocol == PROTO_UNKNOWN) { /* the head of the first iovec suffices */
+    if (info->protocol == PROTO_UNKNOWN) {
         __builtin_memset(s->payload, 0, INFER_HEAD);
-        __u32 head = copy_payload(s->payload, kind, a, msg_addr, limit < INFER_HEAD ? limit : INFER_HEAD, 1);
+        __u32 head = copy_payload(s->payload, kind, a, msg_addr, limit < INFER_HEAD ? limit : INFER_HEAD, head_iovecs(kind));
         infer_protocol(info, (const __u8 *)s->payload, head, size, a->direction);
         if (info->protocol == PROTO_UNKNOWN || info->protocol == PROTO_NONE)
             return;

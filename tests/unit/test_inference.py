@@ -97,6 +97,7 @@ RECOGNISED = [
     (dns_query(), UDP, Protocol.DNS, True),
     (dns_query("a.very.long.name.example.org", 28, edns=True), UDP, Protocol.DNS, True),
     (struct.pack("!H", len(dns_query())) + dns_query(), TCP, Protocol.DNS, True),
+    (dns_query(), TCP, Protocol.DNS, True),  # read after its length prefix
 ]
 
 OTHER_PROTOCOLS = [
@@ -121,7 +122,8 @@ def test_first_messages_are_recognised_with_their_side(infer):
 
 def test_messages_of_other_protocols_are_not_recognised(infer):
     samples = [(data, t) for data in OTHER_PROTOCOLS for t in (TCP, UDP)]
-    samples += [(data, UDP) for data, t, _, _ in RECOGNISED if t == TCP]  # TCP protocols on a UDP socket
+    # TCP-only protocols on a UDP socket
+    samples += [(data, UDP) for data, t, p, _ in RECOGNISED if t == TCP and p != Protocol.DNS]
     assert {p for p, _ in infer(samples)} == {Protocol.UNKNOWN}
 
 

@@ -18,8 +18,8 @@ child); machine CPU busy (/proc/stat). Traced rounds also give:
 
   * tracer CPU: this process's CPU time (user+sys, all threads: the collector
     runs in-process, the main thread only waits for wrk) from wrk's start until
-    the collector has stopped (its last flush decodes what the load produced),
-    as % of one core over wrk's wall time; the compile/attach cost of start()
+    the collector has stopped (its last push decodes for at most ~0.5 s), as
+    % of one core over wrk's wall time; the compile/attach cost of start()
     separately. The BPF programs themselves run in the syscalls of nginx and
     wrk and show in their CPU, not in this figure;
   * rows of http_events for the nginx port: server side (nginx, trace_role
@@ -28,19 +28,27 @@ child); machine CPU busy (/proc/stat). Traced rounds also give:
     responses it read completely before its deadline; up to one request per
     connection (16) may be in flight at the end, answered by nginx (so
     traced) but not counted by wrk, or not answered at all;
-  * tracedb_connectors' events, events_lost and decode_errors, rows dropped
-    by retention (tracedb_tables), and conn_stats' byte counts (counted in the
-    kernel at every syscall, captured or not) turned into a request count with
-    the exact request and response sizes measured before the rounds.
+  * tracedb_connectors' events, events_lost (and its causes, from the
+    connector: a kernel ring full, the user-space backlog full, left
+    undecoded at stop) and decode_errors, rows dropped by retention
+    (tracedb_tables), and conn_stats' byte counts (counted in the kernel at
+    every syscall, captured or not) turned into a request count with the
+    exact request and response sizes measured before the rounds.
+
+wrk runs flat out by default. `--delay-ms N` paces it instead: each
+connection waits N ms before each request (a wrk Lua script's delay()), so
+the rate stays under connections / (N ms + latency); rounds at a few paced
+rates find the highest one the tracer keeps up with, losing nothing.
 
 Nothing is asserted; the targets of the issue are printed beside the figures.
 Needs root, nginx and wrk (scripts/setup.sh --test installs them). Bounded in
-time: each traced round adds ~4 s of compile and a stop that decodes what is
-left in the data ring (at most its 32 MiB: 5-20 s on a 2 vCPU VM), so the
-defaults take about 2 minutes. Ctrl-C stops wrk at once, the collector after
-that last decode, then nginx.
+time: each traced round adds ~4 s of compile and ~3 s of stop (a last decode
+of at most 0.5 s, what is still waiting then being counted as lost, and the
+detach), so the defaults take about 2 minutes. Ctrl-C stops wrk at once,
+then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile] [--only-nginx]
+                                            [--delay-ms N]
 """
 
 from __future__ import annotations
@@ -282,8 +290,19 @@ def parse_wrk(out: str) -> tuple[int, float, float, dict[str, float], str]:
     return int(total.group(1)), seconds_of(total.group(2), total.group(3)), float(rps.group(1)), percentiles, errors
 
 
+def pace_script(directory: Path, delay_ms: int | None) -> Path | None:
+    """A wrk Lua script making each connection wait delay_ms before each request (None: no pacing)."""
+    if delay_ms is None:
+        return None
+    script = directory / "pace.lua"
+    script.write_text(f"function delay()\n  return {delay_ms}\nend\n")
+    return script
+
+
 def run_wrk(url: str, args: argparse.Namespace, duration: float) -> WrkResult:
     cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration:g}s", "--latency", url]
+    if args.pace_script:
+        cmd[-1:-1] = ["-s", str(args.pace_script)]
     cpu0, t0 = children_cpu_s(), time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 30, check=False)
     wall, cpu = time.monotonic() - t0, children_cpu_s() - cpu0
@@ -324,7 +343,8 @@ class Round:
 
     @property
     def us_per_event(self) -> float:
-        """Tracer CPU per event it handled (events lost cost nothing here)."""
+        """Tracer CPU per event it handled (events lost in the kernel cost nothing here; those dropped
+        from a full user-space backlog cost their copy out of the ring)."""
         return self.tracer_cpu_s / max(1, self.counts["events"]) * 1e6
 
     @property
@@ -371,6 +391,7 @@ def run_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) 
             extra["stop_s"] = time.monotonic() - t1
             extra["tracer_cpu_s"] = self_cpu_s() - cpu0
             extra["counts"] = count_rows(collector, nginx)
+            extra["counts"]["losses"] = collector.runs[0].connector.losses()
         return Round(index, traced, wrk, nginx_cpu, busy, **extra)
     finally:
         if collector is not None:
@@ -449,6 +470,10 @@ def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connectio
                      f"{c['events']:,}", c["events_lost"], c["decode_errors"], c["rows_dropped"]])
     print_table(["round", "wrk requests", "server rows", "found %", "server - wrk", "client rows", "client - wrk",
                  "unknown-role rows", "server conns", "events", "events lost", "decode errors", "rows dropped"], rows)
+
+    causes = list(rounds[0].counts["losses"])
+    print("\nEvents lost by cause (the connector's losses())")
+    print_table(["round", *causes], [[r.index, *(f"{r.counts['losses'][c]:,}" for c in causes)] for r in rounds])
 
     print(f"\nconn_stats (counted in the kernel at every syscall): bytes for the nginx port, and those bytes "
           f"divided by the exact request ({req_bytes} B) and response ({resp_bytes} B) sizes")
@@ -537,9 +562,13 @@ def main() -> int:
                         help="nginx with `sendfile off` (body written from user memory)")
     parser.add_argument("--only-nginx", action="store_true",
                         help="trace only nginx's worker (SocketTracerOptions.pids), not wrk nor other processes")
+    parser.add_argument("--delay-ms", type=int, default=None,
+                        help="pace wrk: each connection waits this long before each request (default: no wait)")
     args = parser.parse_args()
     if args.rounds < 1 or args.duration <= 0:
         parser.error("--rounds and --duration must be positive")
+    if args.delay_ms is not None and args.delay_ms < 0:
+        parser.error("--delay-ms must be >= 0")
     if os.geteuid() != 0:
         print("http_overhead: the socket tracer needs root", file=sys.stderr)
         return 2
@@ -553,11 +582,13 @@ def main() -> int:
     rounds: list[Round] = []
     try:
         nginx.start()
+        args.pace_script = pace_script(nginx.tmp, args.delay_ms)
         req_bytes, resp_bytes = len(nginx.wrk_request()), nginx.response_size()
         print(f"tracedb {version}; nginx {HOST}:{nginx.port} (worker pid {nginx.worker_pid}), "
               f"sendfile {'on' if nginx.sendfile else 'off'}, "
               f"{FILE_SIZE} B file; request {req_bytes} B, response {resp_bytes} B; "
-              f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s; "
+              f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
+              f"{'' if args.delay_ms is None else f', {args.delay_ms} ms before each request'}; "
               f"{args.rounds} x (untraced, traced{', nginx only' if args.only_nginx else ''}); {os.cpu_count()} CPUs")
         if args.warmup > 0:
             run_wrk(nginx.url(), args, args.warmup)

@@ -3,14 +3,17 @@
 The C lives in `bpf/<connector>/` (shipped as package data `tracedb.bpf`) and is
 configured only through `-D` defines, never by editing its text. Ring buffer
 callbacks copy each event's raw bytes and nothing else; connectors decode the
-collected bytes in one numpy pass per flush. Events are submitted with
-BPF_RB_NO_WAKEUP, so `drain()` consumes on the connector's timer instead of
-waiting for wakeups.
+collected bytes in numpy passes. Events are submitted with BPF_RB_NO_WAKEUP,
+so `drain()` consumes on the connector's timer instead of waiting for wakeups.
+What a ring holds in user space may be bounded in bytes: past the bound,
+events are dropped whole, and counted.
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
+from collections import deque
 from importlib import resources
 from pathlib import Path
 
@@ -23,24 +26,50 @@ CFLAGS = ["-Wno-ignored-attributes", "-Wno-duplicate-decl-specifier", "-Wno-unus
 
 
 class RawRing:
-    """Raw event bytes copied out of one BPF ring buffer."""
+    """Raw event bytes copied out of one BPF ring buffer, oldest first, held
+    until taken. At most `limit_bytes` are held: an event that would pass the
+    limit is dropped (and counted in `dropped`), which empties the kernel's
+    ring all the same."""
 
-    def __init__(self, dtype: np.dtype | None):
+    def __init__(self, dtype: np.dtype | None, limit_bytes: float = math.inf):
         self.dtype = dtype  # None for variable-size events
-        self._chunks: list[bytes] = []
+        self.limit_bytes = limit_bytes
+        self.held_bytes = 0
+        self.taken = 0  # events taken so far
+        self.dropped = 0
+        self._chunks: deque[bytes] = deque()
 
     def callback(self, _ctx, data, size) -> int:
+        if self.held_bytes + size > self.limit_bytes:
+            self.dropped += 1
+            return 0
         self._chunks.append(ctypes.string_at(data, size))
+        self.held_bytes += size
         return 0
 
-    def take_raw(self) -> list[bytes]:
-        """Every event collected since the last take, as its bytes."""
-        chunks, self._chunks = self._chunks, []
+    def __len__(self) -> int:
+        """Events held."""
+        return len(self._chunks)
+
+    @property
+    def added(self) -> int:
+        """Events held so far, taken or not."""
+        return self.taken + len(self._chunks)
+
+    def take_raw(self, max_events: int | None = None) -> list[bytes]:
+        """The oldest events held (all, or at most max_events), as their bytes."""
+        if max_events is None or max_events >= len(self._chunks):
+            chunks, self._chunks = list(self._chunks), deque()
+        else:
+            popleft = self._chunks.popleft
+            chunks = [popleft() for _ in range(max_events)]
+        self.held_bytes -= sum(map(len, chunks))
+        self.taken += len(chunks)
         return chunks
 
-    def take(self) -> np.ndarray:
-        """Every (fixed-size) event collected since the last take, as a structured array."""
-        return np.frombuffer(b"".join(self.take_raw()), dtype=self.dtype)
+    def take(self, max_events: int | None = None) -> np.ndarray:
+        """The oldest (fixed-size) events held (all, or at most max_events), as a structured array."""
+        return np.frombuffer(b"".join(self.take_raw(max_events)), dtype=self.dtype)
 
 
 def bpf_root() -> Path:
@@ -80,8 +109,8 @@ class BpfProgram:
         except Exception as e:
             raise Unavailable(f"{self.source.name} did not compile or load: {e}") from None
 
-    def open_ring(self, map_name: str, dtype: np.dtype | None) -> RawRing:
-        ring = RawRing(dtype)
+    def open_ring(self, map_name: str, dtype: np.dtype | None, limit_bytes: float = math.inf) -> RawRing:
+        ring = RawRing(dtype, limit_bytes)
         self.bpf[map_name.encode()].open_ring_buffer(ring.callback)
         self._rings[map_name] = ring
         return ring
@@ -90,8 +119,11 @@ class BpfProgram:
         if self._rings:
             self.bpf.ring_buffer_consume()
 
+    def array_values(self, map_name: str) -> list[int]:
+        return [v.value for v in self.bpf[map_name.encode()].values()]
+
     def array_sum(self, map_name: str) -> int:
-        return sum(v.value for v in self.bpf[map_name.encode()].values())
+        return sum(self.array_values(map_name))
 
     def close(self) -> None:
         if self.bpf is not None:

@@ -21,6 +21,14 @@ Memory per parser is bounded: a header section over HEAD_LIMIT bytes or
 MAX_HEADERS fields is malformed, and body bytes past `body_limit` are counted,
 not kept.
 
+Speed: traced traffic repeats itself (the same clients send the same header
+sections, a server answers with the same ones), so a start line and header
+section that arrive whole, with CRLF line ends, are parsed in one go and the
+result is cached by their bytes (`_parse_head`), as is the JSON of a header
+list. A chunk that begins at a message start and holds whole messages
+(usually one syscall, one message) is parsed without the steps at all.
+Anything else takes the step-by-step path, which these shortcuts agree with.
+
 A protocol switch (101 Switching Protocols, or a 2xx answer to CONNECT) ends
 HTTP on the connection. The response parser sees it and sets `switched`; the
 caller then calls `switch_protocols()` on the request parser. Both ignore all
@@ -29,17 +37,25 @@ later bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 HEAD_LIMIT = 64 * 1024  # bytes of a start line and header section, or of a trailer section
 MAX_HEADERS = 200
 CHUNK_LINE_LIMIT = 4096  # a chunk-size line with its extensions
 MAX_LENGTH = 2**63 - 1  # a larger Content-Length would not fit http_events' int64 body_size
 MAX_PENDING_METHODS = 1024  # request methods a response parser remembers (for HEAD)
+# Parses of distinct heads (start line + header section) kept, of heads up to
+# CACHED_HEAD_BYTES; JSON texts of distinct header lists kept. Worst case,
+# heads near HEAD_LIMIT, the JSON cache holds ~2 * 256 * HEAD_LIMIT bytes.
+CACHED_HEADS = 256
+CACHED_HEAD_BYTES = 4096
+CACHED_HEADERS_JSON = 256
 
 # Methods a request may start with: RFC 9110's, PATCH and WebDAV's. Other
 # tokens are malformed: a looser set would let the resynchronising search take
@@ -61,7 +77,7 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _SECTION_END = re.compile(rb"\n\r?\n")
 
 
-@dataclass
+@dataclass(slots=True)
 class HttpMessage:
     """One request or response."""
 
@@ -116,11 +132,13 @@ class HttpParser:
         timestamp_ns; return the messages they complete, in order."""
         if self.switched or not data:
             return []
-        self._chunks.append((self._base + len(self._buf), timestamp_ns))
-        self._buf += data
         done: list[HttpMessage] = []
-        self._run(done)
-        self._compact()
+        taken = self._take_whole_messages(data, timestamp_ns, done) if self._at_message_start() else 0
+        if taken < len(data):
+            self._chunks.append((self._base + len(self._buf), timestamp_ns))
+            self._buf += data[taken:]
+            self._run(done)
+            self._compact()
         return done
 
     def gap(self, lost_bytes: int, timestamp_ns: int = 0) -> list[HttpMessage]:
@@ -193,6 +211,55 @@ class HttpParser:
     def buffered_bytes(self) -> int:
         """Bytes held: unparsed input and the kept start of the current body."""
         return len(self._buf) - self._pos + len(self._body)
+
+    # Whole messages without the steps
+
+    def _at_message_start(self) -> bool:
+        """Nothing buffered and nothing of a message seen yet."""
+        return (not self._buf and self._step is HttpParser._step_start_line and self._start_ns is None
+                and not self._candidate)
+
+    def _take_whole_messages(self, data: bytes, timestamp_ns: int, done: list[HttpMessage]) -> int:
+        """The parser being at a message start, parse the messages `data`
+        holds from its start whose head `_parse_head` takes and whose body is
+        empty or of known length: whole ones come out, a last one whose body
+        goes on is left to the steps in its body. The parser ends as the steps
+        would leave it; return the bytes taken, the rest is for the steps."""
+        at = 0
+        while at < len(data):
+            end = data.find(b"\r\n\r\n", at, at + HEAD_LIMIT)
+            head = _parse_head(data[at : end + 4], self.is_request) if end >= 0 else None
+            length = self._known_body_length(head)
+            if length is None:
+                break
+            if not self.is_request:
+                self._answered_method(head.template.status)
+            msg = head.message(timestamp_ns)
+            at = end + 4
+            if at + length > len(data):
+                self._msg, self._start_ns, self._remaining = msg, timestamp_ns, length
+                self._goto(HttpParser._step_fixed_body)
+                break
+            msg.end_ns = timestamp_ns
+            msg.body = data[at : at + min(length, self.body_limit)]
+            msg.body_size = length
+            done.append(msg)
+            at += length
+        if at:  # later lookups are past these chunks (a message left in progress has its start time)
+            self._chunks.clear()
+            self._base += at
+        return at
+
+    def _known_body_length(self, head: _Head | None) -> int | None:
+        """The body length of the message this head starts if it has no body
+        (0) or a Content-Length; otherwise None."""
+        if head is None:
+            return None
+        method = self._methods[0] if self._methods and not self.is_request else ""  # as _answered_method gives it
+        body = _body_kind(self.is_request, head.template.status, method, head.framing)
+        if body is _NO_BODY:
+            return 0
+        return head.framing.length if body is _FIXED else None
 
     # The loop and its bookkeeping
 
@@ -342,13 +409,11 @@ class HttpParser:
 
     def _step_start_line(self, done: list[HttpMessage]) -> bool:
         buf, pos = self._buf, self._pos
-        # Empty lines before a message are ignored (RFC 9112 §2.2): some
-        # clients send a CRLF after a request body.
-        lead = bytes(buf[pos : pos + 2])
-        if lead in (b"", b"\r"):
+        if pos == len(buf):
             return False
-        if lead.startswith(b"\n") or lead == b"\r\n":
-            self._pos = buf.index(b"\n", pos) + 1
+        if buf[pos] in b"\r\n":
+            return self._skip_empty_line()
+        if self._start_ns is None and not self._candidate and self._parse_whole_head(done):
             return True
         if self._may_start_message(pos) is False:
             raise _Malformed
@@ -366,45 +431,70 @@ class HttpParser:
         self._goto(HttpParser._step_header_section)
         return True
 
+    def _skip_empty_line(self) -> bool:
+        """Empty lines before a message are ignored (RFC 9112 §2.2): some
+        clients send a CRLF after a request body. A CR followed by anything
+        else cannot begin a message."""
+        buf, pos = self._buf, self._pos
+        lead = bytes(buf[pos : pos + 2])
+        if lead == b"\r":
+            return False
+        if lead.startswith(b"\n") or lead == b"\r\n":
+            self._pos = buf.index(b"\n", pos) + 1
+            return True
+        raise _Malformed
+
+    def _parse_whole_head(self, done: list[HttpMessage]) -> bool:
+        """At a message's first look: if its start line and header section
+        are all here, parse them at once (cached) and start the body, leaving
+        the parser as the two steps would. False: the steps must do it (not
+        all here yet, bare LFs, malformed, or found by resynchronising, where
+        a long search for the section's end may find nothing)."""
+        buf, pos = self._buf, self._pos
+        end = buf.find(b"\r\n\r\n", pos, pos + HEAD_LIMIT)
+        if end < 0:
+            return False
+        end += 4
+        head = _parse_head(bytes(buf[pos:end]), self.is_request)
+        if head is None:
+            return False
+        self._start_ns = self._time_at(pos)
+        self._msg = head.message(self._start_ns)
+        self._pos = end
+        # As after the header section step: a framing error is counted there.
+        self._goto(HttpParser._step_header_section)
+        self._start_body(done, head.framing)
+        return True
+
     def _step_header_section(self, done: list[HttpMessage]) -> bool:
         end = self._section_end(HEAD_LIMIT - self._start_line_bytes)
         if end < 0:
             return False
         self._msg.headers = _parse_fields(bytes(self._buf[self._pos : end]))
         self._pos = end
-        self._start_body(done)
+        self._start_body(done, _framing(self._msg.headers))
         return True
 
-    def _start_body(self, done: list[HttpMessage]) -> None:
-        """Choose how the body ends (RFC 9112 §6.3), the header section read."""
+    def _start_body(self, done: list[HttpMessage], framing: _Framing) -> None:
+        """Go on with the body, the header section read."""
         msg = self._msg
-        if not msg.is_request:
-            method = self._answered_method(msg.status)
-            if msg.status == 101 or (method == "CONNECT" and 200 <= msg.status < 300):
-                self._finish(done)
-                self.switch_protocols()
-                return
-            if method == "HEAD" or msg.status < 200 or msg.status in (204, 304):
-                self._finish(done)
-                return
-        codings, lengths = _framing_fields(msg.headers)
-        if codings:
-            if codings[-1].lower() == "chunked":
-                msg.chunked = True
-                self._goto(HttpParser._step_chunk_size)
-            elif msg.is_request:  # its end would be unknowable
-                raise _Malformed
-            else:
-                self._goto(HttpParser._step_until_close)
-            return
-        length = _content_length(lengths)
-        if length:
-            self._remaining = length
-            self._goto(HttpParser._step_fixed_body)
-        elif length == 0 or msg.is_request:
+        method = "" if msg.is_request else self._answered_method(msg.status)
+        body = _body_kind(msg.is_request, msg.status, method, framing)
+        if body is _NO_BODY:
             self._finish(done)
-        else:
+        elif body is _FIXED:
+            self._remaining = framing.length
+            self._goto(HttpParser._step_fixed_body)
+        elif body is _CHUNKED:
+            msg.chunked = True
+            self._goto(HttpParser._step_chunk_size)
+        elif body is _UNTIL_CLOSE:
             self._goto(HttpParser._step_until_close)
+        elif body is _SWITCH:
+            self._finish(done)
+            self.switch_protocols()
+        else:
+            raise _Malformed
 
     def _answered_method(self, status: int) -> str:
         """The method of the request this response answers ("" if unknown). An
@@ -481,6 +571,84 @@ class HttpParser:
     def _step_switched(self, done: list[HttpMessage]) -> bool:
         self._pos = len(self._buf)
         return False
+
+
+class _Framing(NamedTuple):
+    """What a message's header fields say about where its body ends."""
+
+    codings: list[str]  # the elements of its Transfer-Encoding fields, in order
+    length: int | None  # its Content-Length, None if absent
+    bad_length: bool  # differing or invalid Content-Length values: malformed unless a coding decides
+
+
+def _framing(headers: list[tuple[str, str]]) -> _Framing:
+    """The framing fields of a header list; a bad Content-Length is noted, not raised."""
+    codings, lengths = _framing_fields(headers)
+    try:
+        return _Framing(codings, _content_length(lengths), False)
+    except _Malformed:
+        return _Framing(codings, None, True)
+
+
+# How a message's body ends, once its header section is read.
+_NO_BODY, _FIXED, _CHUNKED, _UNTIL_CLOSE, _SWITCH, _MALFORMED = (
+    "no body", "Content-Length", "chunked", "until close", "protocol switch", "malformed")
+
+
+def _body_kind(is_request: bool, status: int, method: str, framing: _Framing) -> str:
+    """How the body ends (RFC 9112 §6.3); for a response, `method` is the
+    answered request's ("" if unknown)."""
+    if not is_request:
+        if status == 101 or (method == "CONNECT" and 200 <= status < 300):
+            return _SWITCH
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return _NO_BODY
+    if framing.codings:
+        if framing.codings[-1].lower() == "chunked":
+            return _CHUNKED
+        return _MALFORMED if is_request else _UNTIL_CLOSE  # a request's end would be unknowable
+    if framing.bad_length:
+        return _MALFORMED
+    if framing.length:
+        return _FIXED
+    return _NO_BODY if framing.length == 0 or is_request else _UNTIL_CLOSE
+
+
+class _Head(NamedTuple):
+    """A start line and header section, parsed: what every message with
+    exactly these bytes starts from."""
+
+    template: HttpMessage  # start line and header fields; times unset
+    framing: _Framing
+
+    def message(self, start_ns: int) -> HttpMessage:
+        t = self.template
+        return HttpMessage(t.is_request, start_ns, 0, t.major, t.minor, t.method, t.path, t.status, t.reason,
+                           list(t.headers))
+
+
+def _parse_head(head: bytes, is_request: bool) -> _Head | None:
+    """A start line and header section ending with the first CRLF CRLF of
+    `head`, parsed; None if the steps must parse them: bare LFs (where the
+    steps' line and section ends need not be the CRLFs) or malformed (the
+    steps report it at the right place). Cached for heads that are not large."""
+    parse = _parse_head_cached if len(head) <= CACHED_HEAD_BYTES else _parse_head_uncached
+    return parse(head, is_request)
+
+
+def _parse_head_uncached(head: bytes, is_request: bool) -> _Head | None:
+    if head.count(b"\n") != head.count(b"\r\n"):
+        return None
+    line, _, section = head.partition(b"\r\n")
+    try:
+        msg = _parse_request_line(line) if is_request else _parse_status_line(line)
+        msg.headers = _parse_fields(section)
+    except _Malformed:
+        return None
+    return _Head(msg, _framing(msg.headers))
+
+
+_parse_head_cached = functools.lru_cache(maxsize=CACHED_HEADS)(_parse_head_uncached)
 
 
 def _parse_request_line(line: bytes) -> HttpMessage:
@@ -609,6 +777,11 @@ def headers_json(headers: list[tuple[str, str]]) -> str:
     of their first occurrence; a name repeated (in any case) gets its values
     joined with ", " in order, as RFC 9110 §5.3 allows. That join is not
     reversible for Set-Cookie, whose values may themselves hold commas."""
+    return _headers_json(tuple(headers))
+
+
+@functools.lru_cache(maxsize=CACHED_HEADERS_JSON)
+def _headers_json(headers: tuple[tuple[str, str], ...]) -> str:
     spellings: dict[str, str] = {}
     joined: dict[str, str] = {}
     for name, value in headers:

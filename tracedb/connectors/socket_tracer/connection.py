@@ -6,17 +6,21 @@ holds the two stream buffers and, once the protocol is known, its trace.
 
 from __future__ import annotations
 
-import heapq
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from itertools import repeat
 
 import numpy as np
 
 from tracedb.clock import NS_PER_TICK, upid
 from tracedb.connectors.socket_tracer.events import Direction, Endpoint, Protocol, Role, Transport, endpoint
 from tracedb.connectors.socket_tracer.protocols import TRACES, Trace
-from tracedb.connectors.socket_tracer.streams import DatagramBuffer, StreamBuffer
+from tracedb.connectors.socket_tracer.streams import DatagramBuffer, Piece, StreamBuffer
 
 ROLE_NAMES = {Role.UNKNOWN: "unknown", Role.CLIENT: "client", Role.SERVER: "server"}
+# The columns every protocol table shares: Connection.columns().
+COMMON_COLUMNS = ("upid", "pid", "remote_addr", "remote_port", "local_addr", "local_port", "trace_role",
+                  "encrypted", "conn_id")
 
 
 @dataclass(eq=False)  # identity: connections are kept in sets
@@ -32,7 +36,6 @@ class Connection:
     protocol: Protocol = Protocol.UNKNOWN
     trace: Trace | None = None
     streams: dict[Direction, StreamBuffer | DatagramBuffer] = field(default_factory=dict)
-    closed_at_ns: int | None = None
     parse_errors_reported: int = 0
 
     def __post_init__(self):
@@ -42,16 +45,17 @@ class Connection:
     @classmethod
     def from_event_id(cls, conn: np.void) -> Connection:
         """From the `id` part (struct conn_id) of a connection event."""
-        pid = int(conn["tgid"])
+        f = dict(zip(conn.dtype.names, conn.tolist()))  # Python values at once: numpy scalars are slow
+        pid = f["tgid"]
         return cls(
-            conn_id=int(conn["conn_id"]),
-            upid=upid(pid, int(conn["start_boottime_ns"]) // NS_PER_TICK),
+            conn_id=f["conn_id"],
+            upid=upid(pid, f["start_boottime_ns"] // NS_PER_TICK),
             pid=pid,
-            family=int(conn["family"]),
-            local=endpoint(conn["family"], conn["laddr"], conn["lport"]),
-            remote=endpoint(conn["family"], conn["raddr"], conn["rport"]),
-            role=Role(int(conn["role"])),
-            transport=Transport(int(conn["transport"])),
+            family=f["family"],
+            local=endpoint(f["family"], f["laddr"], f["lport"]),
+            remote=endpoint(f["family"], f["raddr"], f["rport"]),
+            role=Role(f["role"]),
+            transport=Transport(f["transport"]),
         )
 
     def with_peer(self, peer: Endpoint, body_limit: int) -> Connection:
@@ -67,18 +71,10 @@ class Connection:
             self.trace = trace_class(body_limit)
 
     def columns(self) -> dict:
-        """The columns every protocol table shares."""
-        return {
-            "upid": self.upid,
-            "pid": self.pid,
-            "remote_addr": self.remote.addr,
-            "remote_port": self.remote.port,
-            "local_addr": self.local.addr,
-            "local_port": self.local.port,
-            "trace_role": ROLE_NAMES[self.role],
-            "encrypted": False,
-            "conn_id": self.conn_id,
-        }
+        """The columns every protocol table shares (COMMON_COLUMNS)."""
+        values = (self.upid, self.pid, self.remote.addr, self.remote.port, self.local.addr, self.local.port,
+                  ROLE_NAMES[self.role], False, self.conn_id)
+        return dict(zip(COMMON_COLUMNS, values))
 
     def take_new_parse_errors(self) -> int:
         """Parse errors of this connection's trace not reported before."""
@@ -86,20 +82,40 @@ class Connection:
         self.parse_errors_reported += new
         return new
 
-    def request_side(self, direction: Direction) -> bool:
-        return (direction == Direction.SEND) == (self.role == Role.CLIENT)
-
     def feed_trace(self) -> None:
         """Hand the bytes gathered since the last call to the trace, both directions in time order."""
-        pieces = [
-            [(p.time_ns, i, direction, p) for i, p in enumerate(stream.take())]
-            for direction, stream in self.streams.items()
-        ]
-        if self.trace is None or self.role == Role.UNKNOWN:
+        send, recv = self.streams[Direction.SEND].take(), self.streams[Direction.RECV].take()
+        trace = self.trace
+        if trace is None or self.role == Role.UNKNOWN:
             return
-        for _, _, direction, piece in heapq.merge(*pieces, key=lambda item: (item[0], item[1])):
-            request_side = self.request_side(direction)
-            if piece.gap:
-                self.trace.on_gap(request_side, piece.gap, piece.time_ns)
+        requests, responses = (send, recv) if self.role == Role.CLIENT else (recv, send)
+        for request_side, (data, gap, time_ns) in _in_time_order(requests, responses):
+            if gap:
+                trace.on_gap(request_side, gap, time_ns)
             else:
-                self.trace.on_bytes(request_side, piece.data, piece.time_ns)
+                trace.on_bytes(request_side, data, time_ns)
+
+
+def _in_time_order(requests: list[Piece], responses: list[Piece]) -> Iterable[tuple[bool, Piece]]:
+    """(request side?, piece) for the pieces of both sides, merged by time;
+    each side's pieces keep their (stream) order. Usually only one side has
+    pieces, or they alternate."""
+    if not responses:
+        return zip(repeat(True), requests)
+    if not requests:
+        return zip(repeat(False), responses)
+    return _merged(requests, responses)
+
+
+def _merged(requests: list[Piece], responses: list[Piece]) -> Iterator[tuple[bool, Piece]]:
+    """On equal times the request goes first: it cannot follow its response."""
+    i = j = 0
+    while i < len(requests) and j < len(responses):
+        if requests[i].time_ns <= responses[j].time_ns:
+            yield True, requests[i]
+            i += 1
+        else:
+            yield False, responses[j]
+            j += 1
+    yield from zip(repeat(True), requests[i:])
+    yield from zip(repeat(False), responses[j:])

@@ -1,33 +1,45 @@
 """socket_tracer: loads bpf/socket_tracer/ and turns its events into
 conn_stats and the protocol tables (http_events).
 
-Every sampling period (50 ms) the ring buffers are drained (raw copies only).
-Every push period (1 s) the collected events are decoded: connection events
-first (opens, inferred protocols), then data events into each connection's
-stream buffers, then each touched connection's bytes go to its protocol
-trace in time order, then closes. conn_stats reads the kernel's byte counts
-of open connections from conn_info_map.
+Decoding is spread over both clocks: each sampling tick (50 ms) decodes for
+most of its period, each push (1 s) for at most FLUSH_DECODE_S and then turns
+the rows gathered since the last push into record batches. It goes a slice of
+events at a time, and the ring buffers are drained (raw copies) before every
+slice, so that decoding never leaves the kernel's rings unread for long.
+Drained events wait in user space, oldest first, within a byte budget
+(`backlog_bytes`, raw event bytes): past it, whole events are dropped and
+counted as lost. So are the events still waiting when `stop()` comes:
+stopping is never held up by a backlog.
+
+A slice applies connection events (opens, inferred protocols) or, once all
+drained so far are applied, routes data events into each connection's stream
+buffers, then hands each touched connection's bytes to its protocol trace in
+time order. A close takes effect once every data event drained with it or before
+has been decoded: they may hold the connection's last bytes. conn_stats
+reads the kernel's byte counts of open connections from conn_info_map.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import chain, repeat
 
 import numpy as np
 import pyarrow as pa
 
 from tracedb.clock import BootClock
 from tracedb.connectors.base import Connector, Unavailable
-from tracedb.connectors.bpf import BpfProgram
+from tracedb.connectors.bpf import BpfProgram, RawRing
 from tracedb.connectors.registry import register
 from tracedb.connectors.socket_tracer.conn_stats import ConnStats
-from tracedb.connectors.socket_tracer.connection import Connection
+from tracedb.connectors.socket_tracer.connection import COMMON_COLUMNS, Connection
 from tracedb.connectors.socket_tracer.events import (
     CONN_EVENT,
     ConnEventKind,
-    Direction,
     Endpoint,
     Protocol,
     Role,
@@ -64,8 +76,20 @@ SOCK_COMMON_FIELDS = {
     "SKC_V6_DADDR_OFF": "skc_v6_daddr",
 }
 CAPTURE_LIMIT = 32768  # CAPTURE_MASK + 1 in the C
-LOST_SLOTS = ("data events", "connection events", "connection table full")
+# The kernel's counters of lost events (the `lost` array), by slot.
+LOST_SLOTS = ("data ring full", "connection ring full", "connection table full")
 REAP_EVERY_S = 5.0
+DECODE_SLICE_EVENTS = 512  # data events decoded between two drains: ~5-10 ms of work
+SAMPLE_DECODE_SHARE = 0.8  # of the sampling period, spent decoding at a sampling tick
+FLUSH_DECODE_S = 0.5  # decoding at a push, the last one (at stop) included
+# Connection events are applied first, a slice at a time, so only a storm of
+# ~160k opens and closes faster than that would fill this.
+CONN_BACKLOG_BYTES = 16 << 20
+ARROW_EVERY_ROWS = 2048  # rows of a table converted at once: ~10 ms
+# The connection event fields a slice applies (with the id's conn_id and role).
+CONN_EVENT_FIELDS = ("kind", "protocol", "time_ns", "bytes_sent", "bytes_recv")
+# The data event fields a slice routes to connections.
+ROUTED_FIELDS = ("conn_id", "pos", "size", "time_ns", "direction", "protocol", "role", "peer_family")
 
 
 @dataclass(frozen=True)
@@ -74,13 +98,16 @@ class SocketTracerOptions:
     body_limit: int = 1024  # body bytes kept per message in the tables
     pids: tuple[int, ...] = ()  # trace only these processes (empty: all)
     ports: tuple[int, ...] = ()  # trace only connections with one of these ports (empty: all)
-    data_ring_bytes: int = 32 << 20  # absorbs bursts between drains (50 ms) and decode pauses
+    data_ring_bytes: int = 32 << 20  # absorbs bursts between drains (every slice, at most ~50 ms apart)
+    backlog_bytes: int = 256 << 20  # drained data events awaiting decoding; past it events are dropped
 
     def __post_init__(self):
         if not 0 < self.max_capture_bytes <= CAPTURE_LIMIT:
             raise ValueError(f"max_capture_bytes must be in 1..{CAPTURE_LIMIT}, got {self.max_capture_bytes}")
         if self.body_limit < 0:
             raise ValueError("body_limit must be >= 0")
+        if self.backlog_bytes <= 0:
+            raise ValueError("backlog_bytes must be > 0")
 
 
 def _pages(size_bytes: int) -> int:
@@ -119,6 +146,13 @@ class SocketTracer(Connector):
         # Unconnected UDP sockets: their traffic with each peer, as a connection of its own.
         self.peer_parts: dict[tuple[int, Endpoint], Connection] = {}
         self.conn_stats = ConnStats()
+        self.conn_ring: RawRing | None = None
+        self.data_ring: RawRing | None = None
+        # Closes waiting for their data: (data events drained when the close was seen, connection, time).
+        self._closing: deque[tuple[int, Connection, int]] = deque()
+        self._tables = {table: _TableColumns(table, self.clock) for table in TABLES}  # rows since the last push
+        self._abandoned = 0  # events still waiting at stop(), never decoded
+        self._kernel_lost = dict.fromkeys(LOST_SLOTS, 0)  # as last read
         self._last_reap = time.monotonic()
 
     # -- lifecycle -----------------------------------------------------------
@@ -139,11 +173,15 @@ class SocketTracer(Connector):
         return defines
 
     def start(self) -> None:
-        self.program = BpfProgram("socket_tracer", self.defines())
+        self.start_with(BpfProgram("socket_tracer", self.defines()))
+
+    def start_with(self, program: BpfProgram) -> None:
+        """Load `program` (bpf/socket_tracer/ as compiled with defines()) and read its rings."""
+        self.program = program
         self.program.load()
         self._fill_filters()
-        self.conn_ring = self.program.open_ring("conn_ring", CONN_EVENT)
-        self.data_ring = self.program.open_ring("data_ring", None)
+        self.conn_ring = self.program.open_ring("conn_ring", CONN_EVENT, CONN_BACKLOG_BYTES)
+        self.data_ring = self.program.open_ring("data_ring", None, self.options.backlog_bytes)
 
     def _fill_filters(self) -> None:
         bpf = self.program.bpf
@@ -155,93 +193,127 @@ class SocketTracer(Connector):
             table[table.Key(port)] = table.Leaf(1)
 
     def stop(self) -> None:
-        if self.program is not None:
-            self.program.close()
-            self.program = None
+        if self.program is None:
+            return
+        if self.data_ring is not None:
+            self.program.drain()
+            for ring in (self.conn_ring, self.data_ring):
+                self._abandoned += len(ring.take_raw())
+            self._count_lost()
+        self.program.close()
+        self.program = None
 
     # -- the two clocks --------------------------------------------------------
 
     def sample(self) -> None:
-        self.program.drain()
+        self._decode(SAMPLE_DECODE_SHARE * self.sampling_period_s)
 
     def flush(self) -> dict[str, pa.RecordBatch]:
-        self.program.drain()
-        conn_events = self.conn_ring.take()
-        headers, payloads = split_data_events(self.data_ring.take_raw())
-        self.stats.events += len(conn_events) + len(headers)
-
-        closed = self._apply_conn_events(conn_events)
-        touched = self._route_data(headers, payloads) | closed
-        for conn in touched:
-            conn.feed_trace()
-        rows = self._take_protocol_rows(touched)
-        self._forget(closed)
+        self._decode(FLUSH_DECODE_S)
+        batches = {table: columns.take_batch() for table, columns in self._tables.items()}
         self._read_open_counters()
         if time.monotonic() - self._last_reap > REAP_EVERY_S:
             self._reap_dead_processes()
-
-        now_us = time.time_ns() // 1000
-        self.stats.events_lost = self.program.array_sum("lost")
-        batches = {"conn_stats": _batch("conn_stats", self.conn_stats.take_rows(now_us))}
-        for table in TABLES:
-            batches[table] = _batch(table, rows.get(table, []))
+        self._count_lost()
+        batches["conn_stats"] = _batch("conn_stats", self.conn_stats.take_rows(time.time_ns() // 1000))
         return batches
+
+    def losses(self) -> dict[str, int]:
+        """stats.events_lost by cause, as of the last push (or stop)."""
+        return {**self._kernel_lost, "backlog full": self.conn_ring.dropped + self.data_ring.dropped,
+                "left at stop": self._abandoned}
+
+    def _count_lost(self) -> None:
+        self._kernel_lost = dict(zip(LOST_SLOTS, self.program.array_values("lost")))
+        self.stats.events_lost = sum(self.losses().values())
+
+    # -- decoding ----------------------------------------------------------------
+
+    def _decode(self, budget_s: float) -> None:
+        """Drain the rings and decode what waits, a slice at a time, until
+        less than a slice was left or budget_s has passed. Data events wait
+        until every connection event drained before them has been applied."""
+        deadline = time.monotonic() + budget_s
+        while True:
+            self.program.drain()
+            conn_events = self.conn_ring.take(DECODE_SLICE_EVENTS)
+            self._apply_conn_events(conn_events)
+            events = [] if len(self.conn_ring) else self.data_ring.take_raw(DECODE_SLICE_EVENTS)
+            self._decode_data(events)
+            self._finish_closes()
+            done = len(conn_events) < DECODE_SLICE_EVENTS and len(events) < DECODE_SLICE_EVENTS
+            if done or time.monotonic() >= deadline:
+                return
+
+    def _decode_data(self, events: list[bytes]) -> None:
+        if not events:
+            return
+        self.stats.events += len(events)
+        touched = self._route_data(*split_data_events(events))
+        for conn in touched:
+            conn.feed_trace()
+        self._take_rows(touched)
 
     # -- connection events -------------------------------------------------------
 
-    def _apply_conn_events(self, events: np.ndarray) -> set[Connection]:
-        """Opens and protocol news take effect now; closed connections (with
-        their peer parts) are returned, to be finished after this flush's data,
-        which may hold their last bytes."""
-        closed: set[Connection] = set()
-        for event in events:
-            conn = self._connection_for(event)
-            kind = ConnEventKind(int(event["kind"]))
+    def _apply_conn_events(self, events: np.ndarray) -> None:
+        """Opens and protocol news take effect now; closes once the data
+        events drained so far, which may hold their last bytes, are decoded."""
+        self.stats.events += len(events)
+        ids = events["id"]
+        fields = zip(*(events[f].tolist() for f in CONN_EVENT_FIELDS), ids["conn_id"].tolist(), ids["role"].tolist())
+        for i, (kind, protocol, time_ns, sent, recv, conn_id, role) in enumerate(fields):
+            conn = self.connections.get(conn_id) or self._opened(ids[i])
             if kind == ConnEventKind.PROTOCOL:
-                conn.learn_protocol(Protocol(int(event["protocol"])), Role(int(event["id"]["role"])), self.options.body_limit)
+                conn.learn_protocol(Protocol(protocol), Role(role), self.options.body_limit)
                 self.conn_stats.protocol_known(conn)
             elif kind == ConnEventKind.CLOSE:
-                self.conn_stats.closed(conn.conn_id, int(event["bytes_sent"]), int(event["bytes_recv"]))
-                closed |= self._close(conn, int(event["time_ns"]))
-        return closed
+                self.conn_stats.closed(conn_id, sent, recv)
+                self._closing.append((self.data_ring.added, conn, time_ns))
 
-    def _close(self, conn: Connection, time_ns: int) -> set[Connection]:
-        parts = {part for (conn_id, _), part in self.peer_parts.items() if conn_id == conn.conn_id}
-        for c in parts | {conn}:
-            c.closed_at_ns = time_ns
-        return parts | {conn}
+    def _finish_closes(self) -> None:
+        """Finish the closed connections (with their peer parts) whose data is all decoded."""
+        while self._closing and self._closing[0][0] <= self.data_ring.taken:
+            _, conn, time_ns = self._closing.popleft()
+            parts = self._with_peer_parts(conn)
+            for part in parts:
+                part.feed_trace()
+                if part.trace is not None:
+                    part.trace.on_close(time_ns)
+                self._forget(part)
+            self._take_rows(parts)
 
-    def _connection_for(self, event: np.void) -> Connection:
-        conn_id = int(event["id"]["conn_id"])
-        conn = self.connections.get(conn_id)
-        if conn is None:
-            conn = Connection.from_event_id(event["id"])
-            self.connections[conn_id] = conn
-            self.conn_stats.opened(conn)
+    def _with_peer_parts(self, conn: Connection) -> list[Connection]:
+        return [conn, *(part for (conn_id, _), part in self.peer_parts.items() if conn_id == conn.conn_id)]
+
+    def _opened(self, conn_id: np.void) -> Connection:
+        """A connection not known yet, from its `id` (any of its events: the open may have been lost)."""
+        conn = self.connections[int(conn_id["conn_id"])] = Connection.from_event_id(conn_id)
+        self.conn_stats.opened(conn)
         return conn
 
-    def _forget(self, closed: set[Connection]) -> None:
-        for conn in closed:
-            self.connections.pop(conn.conn_id, None)
-            self.peer_parts.pop((conn.conn_id, conn.remote), None)
+    def _forget(self, conn: Connection) -> None:
+        self.connections.pop(conn.conn_id, None)
+        self.peer_parts.pop((conn.conn_id, conn.remote), None)
 
     # -- data events ---------------------------------------------------------------
 
     def _route_data(self, headers: np.ndarray, payloads: list[bytes]) -> set[Connection]:
+        """Each event's bytes into its connection's stream buffer; the connections touched."""
         touched: set[Connection] = set()
-        names = ("conn_id", "pos", "size", "time_ns", "direction", "protocol", "role", "peer_family")
-        fields = [headers[f].tolist() for f in names]
-        for i, (conn_id, pos, size, time_ns, direction, protocol, role, peer_family) in enumerate(zip(*fields)):
-            conn = self.connections.get(conn_id)
+        connections, body_limit = self.connections, self.options.body_limit
+        fields = zip(*(headers[f].tolist() for f in ROUTED_FIELDS), payloads)
+        for i, (conn_id, pos, size, time_ns, direction, protocol, role, peer_family, payload) in enumerate(fields):
+            conn = connections.get(conn_id)
             if conn is None:
                 self.stats.decode_errors += 1  # its open event was lost
                 continue
             if conn.trace is None and protocol != Protocol.UNKNOWN:
                 # The data event may overtake the protocol event (another ring).
-                conn.learn_protocol(Protocol(protocol), Role(role), self.options.body_limit)
+                conn.learn_protocol(Protocol(protocol), Role(role), body_limit)
             if peer_family:
                 conn = self._peer_part(conn, endpoint(peer_family, headers["peer_addr"][i], headers["peer_port"][i]))
-            conn.streams[Direction(direction)].add(pos, size, payloads[i], time_ns)
+            conn.streams[direction].add(pos, size, payload, time_ns)  # keyed by Direction, an int
             touched.add(conn)
         return touched
 
@@ -253,20 +325,15 @@ class SocketTracer(Connector):
             part = self.peer_parts[(conn.conn_id, peer)] = conn.with_peer(peer, self.options.body_limit)
         return part
 
-    def _take_protocol_rows(self, conns: set[Connection]) -> dict[str, list[dict]]:
-        rows: dict[str, list[dict]] = {}
+    def _take_rows(self, conns: Iterable[Connection]) -> None:
+        """The finished rows of these connections' traces, into their tables' columns."""
         for conn in conns:
             if conn.trace is None:
                 continue
-            if conn.closed_at_ns is not None:
-                conn.trace.on_close(conn.closed_at_ns)
-            common = conn.columns()
-            for row in conn.trace.take_rows():
-                row["time_"] = int(self.clock.boot_ns_to_epoch_us(row.pop("time_ns")))
-                row.update(common)
-                rows.setdefault(conn.trace.table, []).append(row)
+            rows = conn.trace.take_rows()
+            if rows:
+                self._tables[conn.trace.table].add(rows, conn.columns())
             self.stats.decode_errors += conn.take_new_parse_errors()
-        return rows
 
     # -- kernel counters and housekeeping -----------------------------------------
 
@@ -283,7 +350,7 @@ class SocketTracer(Connector):
             # A connection whose open event is not decoded yet waits for the next round.
             if conn is not None and not os.path.exists(f"/proc/{info.id.tgid}"):
                 self.conn_stats.closed(info.id.conn_id, info.bytes_sent, info.bytes_recv)
-                self._forget(self._close(conn, time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
+                self._closing.append((self.data_ring.added, conn, time.clock_gettime_ns(time.CLOCK_BOOTTIME)))
                 del table[key]
         negatives = self.program.bpf[b"not_inet_stream"]
         for key in list(negatives.keys()):
@@ -293,3 +360,43 @@ class SocketTracer(Connector):
 
 def _batch(table: str, rows: list[dict]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=get_schema(table).arrow_schema)
+
+
+class _TableColumns:
+    """The rows of one protocol table decoded since the last push, turned
+    into Arrow column by column (a connection's columns repeated from one
+    value, `time_ns` converted all at once) every ARROW_EVERY_ROWS rows, so
+    that no single step of the decoding holds the drains back for long."""
+
+    def __init__(self, table: str, clock: BootClock):
+        self.schema = get_schema(table).arrow_schema
+        self.common = [name for name in COMMON_COLUMNS if name in self.schema.names]
+        self.own = [name for name in self.schema.names if name != "time_" and name not in COMMON_COLUMNS]
+        self.clock = clock
+        self._parts: list[tuple[list[dict], dict]] = []  # rows not yet in Arrow, with their connection's columns
+        self._rows = 0
+        self._batches: list[pa.RecordBatch] = []
+
+    def add(self, rows: list[dict], common: dict) -> None:
+        """Rows of a trace (their own columns and time_ns) and the columns of their connection."""
+        self._parts.append((rows, common))
+        self._rows += len(rows)
+        if self._rows >= ARROW_EVERY_ROWS:
+            self._to_arrow()
+
+    def _to_arrow(self) -> None:
+        parts, self._parts, self._rows = self._parts, [], 0
+        columns = {name: list(chain.from_iterable(repeat(common[name], len(rows)) for rows, common in parts))
+                   for name in self.common}
+        # A column a trace leaves out of its rows is null, as with from_pylist.
+        columns.update({name: [row.get(name) for rows, _ in parts for row in rows] for name in self.own})
+        times_ns = np.array([row["time_ns"] for rows, _ in parts for row in rows], dtype=np.int64)
+        columns["time_"] = self.clock.boot_ns_to_epoch_us(times_ns)
+        self._batches.append(pa.RecordBatch.from_pydict(columns, schema=self.schema))
+
+    def take_batch(self) -> pa.RecordBatch:
+        """Every row added since the last take, as one batch."""
+        if self._parts or not self._batches:
+            self._to_arrow()
+        batches, self._batches = self._batches, []
+        return batches[0] if len(batches) == 1 else pa.concat_batches(batches)

@@ -7,6 +7,7 @@ decoded together, their payloads kept as byte slices.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 from enum import IntEnum
@@ -106,14 +107,17 @@ class Endpoint:
     port: int
 
 
-def endpoint(family: int, raw_addr: np.ndarray, port: int) -> Endpoint:
+def endpoint(family: int, raw_addr: np.ndarray | bytes, port: int) -> Endpoint:
     """Text form of an address from the kernel; IPv4-mapped IPv6 shown as IPv4."""
+    return Endpoint(_address_text(int(family), bytes(raw_addr)), int(port))
+
+
+@functools.lru_cache(maxsize=4096)  # a node talks to few addresses, over many connections
+def _address_text(family: int, raw_addr: bytes) -> str:
     if family == AF_INET:
-        addr = ipaddress.IPv4Address(bytes(raw_addr[:4]))
-    else:
-        addr = ipaddress.IPv6Address(bytes(raw_addr))
-        addr = addr.ipv4_mapped or addr
-    return Endpoint(str(addr), int(port))
+        return str(ipaddress.IPv4Address(raw_addr[:4]))
+    addr = ipaddress.IPv6Address(raw_addr)
+    return str(addr.ipv4_mapped or addr)
 
 
 def split_data_events(chunks: list[bytes]) -> tuple[np.ndarray, list[bytes]]:

@@ -1,0 +1,231 @@
+"""The socket tracer's user side without a kernel: raw events as the BPF
+program submits them, drained through RawRing callbacks, decoded in slices
+into http_events; budgets and losses."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import tracedb.connectors.socket_tracer.connector as connector_module
+from tracedb.connectors.bpf import RawRing
+from tracedb.connectors.socket_tracer.connector import DECODE_SLICE_EVENTS, SocketTracer, _TableColumns
+from tracedb.connectors.socket_tracer.events import CONN_EVENT, DATA_EVENT, ConnEventKind, Direction, Protocol, Role
+from tracedb.schema import get_schema
+
+CONN_ID = 7
+REQUEST = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def conn_event(kind: ConnEventKind, time_ns: int, conn_id: int = CONN_ID) -> bytes:
+    event = np.zeros((), CONN_EVENT)
+    event["time_ns"], event["kind"], event["protocol"] = time_ns, kind, Protocol.HTTP
+    conn = event["id"]
+    conn["conn_id"], conn["tgid"], conn["family"], conn["role"], conn["transport"] = conn_id, 42, 2, Role.SERVER, 1
+    conn["lport"], conn["rport"] = 80, 40000
+    conn["laddr"][:4] = conn["raddr"][:4] = (127, 0, 0, 1)
+    return event.tobytes()
+
+
+def data_event(direction: Direction, pos: int, payload: bytes, time_ns: int, size: int | None = None,
+               conn_id: int = CONN_ID) -> bytes:
+    header = np.zeros((), DATA_EVENT)
+    header["time_ns"], header["conn_id"], header["pos"] = time_ns, conn_id, pos
+    header["size"], header["captured"] = len(payload) if size is None else size, len(payload)
+    header["direction"], header["protocol"], header["role"] = direction, Protocol.HTTP, Role.SERVER
+    return header.tobytes() + payload
+
+
+def exchanges(count: int, start_ns: int = 1_000) -> list[tuple[str, bytes]]:
+    """`count` request/response pairs on CONN_ID, as (ring, raw event) in submission order."""
+    events = []
+    for i in range(count):
+        t = start_ns + 10 * i
+        events.append(("data_ring", data_event(Direction.RECV, i * len(REQUEST), REQUEST, t)))
+        events.append(("data_ring", data_event(Direction.SEND, i * len(RESPONSE), RESPONSE, t + 5)))
+    return events
+
+
+class FakeProgram:
+    """Stands for BpfProgram: submitted events reach the rings' callbacks at drain()."""
+
+    def __init__(self):
+        self.bpf = {b"conn_info_map": {}, b"not_inet_stream": {}}
+        self.rings: dict[str, RawRing] = {}
+        self.submitted: list[tuple[str, bytes]] = []
+        self.drains = 0
+        self.kernel_lost = 0
+
+    def load(self) -> None:
+        pass
+
+    def open_ring(self, name: str, dtype, limit_bytes) -> RawRing:
+        self.rings[name] = RawRing(dtype, limit_bytes)
+        return self.rings[name]
+
+    def submit(self, events: list[tuple[str, bytes]]) -> None:
+        self.submitted += events
+
+    def drain(self) -> None:
+        self.drains += 1
+        for ring, raw in self.submitted:
+            buffer = ctypes.create_string_buffer(raw, len(raw))
+            self.rings[ring].callback(None, ctypes.addressof(buffer), len(raw))
+        self.submitted = []
+
+    def array_values(self, name: str) -> list[int]:
+        return [self.kernel_lost, 0, 0]
+
+    def close(self) -> None:
+        pass
+
+
+def tracer_with(program: FakeProgram, **options) -> SocketTracer:
+    tracer = SocketTracer(**options)
+    tracer.start_with(program)
+    return tracer
+
+
+def opened(count: int) -> list[tuple[str, bytes]]:
+    return [("conn_ring", conn_event(ConnEventKind.OPEN, 1)), ("conn_ring", conn_event(ConnEventKind.PROTOCOL, 2)),
+            *exchanges(count)]
+
+
+def paths(batch: pa.RecordBatch) -> list[str]:
+    return batch.column("req_path").to_pylist()
+
+
+def test_events_decode_into_http_events_in_slices_with_a_drain_before_each():
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    count = DECODE_SLICE_EVENTS * 2  # four slices of data events
+    program.submit(opened(count))
+    batches = tracer.flush()
+    assert batches["http_events"].num_rows == count
+    assert program.drains >= 5
+    row = batches["http_events"].slice(0, 1).to_pylist()[0]
+    assert (row["pid"], row["local_port"], row["remote_port"], row["trace_role"], row["req_path"]) == (
+        42, 80, 40000, "server", "/a")
+    assert (row["latency"], row["resp_body"]) == (5, "ok")
+    assert tracer.stats.events == 2 + 2 * count
+    assert (tracer.stats.events_lost, tracer.stats.decode_errors) == (0, 0)
+
+
+def test_sampling_ticks_decode_and_the_push_publishes():
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    program.submit(opened(3))
+    tracer.sample()
+    assert tracer.data_ring.taken == 6
+    assert paths(tracer.flush()["http_events"]) == ["/a"] * 3
+
+
+def test_a_close_waits_for_the_data_drained_with_it():
+    """The close arrives with data still undecoded: a response read until the
+    close must get all its bytes before the close ends it."""
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    until_close = b"HTTP/1.0 200 OK\r\n\r\n"
+    program.submit([*opened(DECODE_SLICE_EVENTS),
+                    ("data_ring", data_event(Direction.RECV, DECODE_SLICE_EVENTS * len(REQUEST), REQUEST, 9_000_000)),
+                    ("data_ring", data_event(Direction.SEND, DECODE_SLICE_EVENTS * len(RESPONSE), until_close + b"ab",
+                                             9_000_001)),
+                    ("data_ring", data_event(Direction.SEND, DECODE_SLICE_EVENTS * len(RESPONSE) + 21, b"cd",
+                                             9_000_002)),
+                    ("conn_ring", conn_event(ConnEventKind.CLOSE, 9_000_003))])
+    batch = tracer.flush()["http_events"]
+    assert batch.num_rows == DECODE_SLICE_EVENTS + 1
+    assert batch.slice(DECODE_SLICE_EVENTS).to_pylist()[0]["resp_body"] == "abcd"
+    assert CONN_ID not in tracer.connections
+    assert tracer.stats.decode_errors == 0
+
+
+def test_a_push_decodes_for_a_bounded_time_and_stop_counts_what_is_left(monkeypatch):
+    monkeypatch.setattr(connector_module, "FLUSH_DECODE_S", 0.0)  # one slice per push
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    program.submit(opened(DECODE_SLICE_EVENTS * 2))
+    assert tracer.flush()["http_events"].num_rows == DECODE_SLICE_EVENTS // 2
+    assert tracer.flush()["http_events"].num_rows == DECODE_SLICE_EVENTS // 2
+    assert tracer.stats.events_lost == 0
+    tracer.stop()
+    assert tracer.stats.events_lost == DECODE_SLICE_EVENTS * 2, "the two slices never decoded"
+    assert tracer.losses()["left at stop"] == DECODE_SLICE_EVENTS * 2
+    assert tracer.program is None
+
+
+def test_the_backlog_is_bounded_and_drops_whole_events_counted_as_lost():
+    exchange_bytes = sum(len(raw) for _, raw in exchanges(1))
+    program = FakeProgram()
+    program.kernel_lost = 3
+    tracer = tracer_with(program, backlog_bytes=5 * exchange_bytes)
+    program.submit(opened(8))  # 16 data events
+    program.drain()  # all at once: the backlog takes 10, drops 6
+    assert (len(tracer.data_ring), tracer.data_ring.dropped) == (10, 6)
+    batches = tracer.flush()
+    assert batches["http_events"].num_rows == 5
+    assert tracer.stats.events_lost == 6 + 3
+    assert tracer.losses() == {"data ring full": 3, "connection ring full": 0, "connection table full": 0,
+                               "backlog full": 6, "left at stop": 0}
+
+
+def test_a_storm_of_connections_is_applied_in_slices_before_their_data():
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    count = DECODE_SLICE_EVENTS * 2
+    opens = [("conn_ring", conn_event(ConnEventKind.OPEN, 1, conn_id=i)) for i in range(1, count + 1)]
+    data = [("data_ring", data_event(Direction.RECV, 0, REQUEST, 2, conn_id=i)) for i in range(1, count + 1)]
+    program.submit(opens + data)
+    tracer.flush()
+    assert program.drains >= 4
+    assert len(tracer.connections) == count
+    assert (tracer.stats.events, tracer.stats.decode_errors) == (2 * count, 0)
+
+
+def test_data_of_an_unknown_connection_is_a_decode_error():
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    program.submit(exchanges(1))
+    assert tracer.flush()["http_events"].num_rows == 0
+    assert tracer.stats.decode_errors == 2
+
+
+def test_raw_ring_holds_events_oldest_first_within_its_limit():
+    ring = RawRing(None, limit_bytes=10)
+    for raw in (b"abcd", b"efgh", b"ijkl", b"mn"):
+        buffer = ctypes.create_string_buffer(raw, len(raw))
+        ring.callback(None, ctypes.addressof(buffer), len(raw))
+    assert (len(ring), ring.held_bytes, ring.dropped, ring.added) == (3, 10, 1, 3)
+    assert ring.take_raw(2) == [b"abcd", b"efgh"]
+    assert (ring.taken, ring.held_bytes) == (2, 2)
+    assert ring.take_raw() == [b"mn"]
+    assert (len(ring), ring.taken) == (0, 3)
+
+
+def test_table_columns_match_rows_built_one_by_one(monkeypatch):
+    monkeypatch.setattr(connector_module, "ARROW_EVERY_ROWS", 2)  # several batches, concatenated
+    clock = SocketTracer().clock
+    common = {"upid": "1:2", "pid": 1, "remote_addr": "::1", "remote_port": 5, "local_addr": "::1",
+              "local_port": 80, "trace_role": "client", "encrypted": False, "conn_id": 3}
+    rows = [{"time_ns": 1_000 * i, "req_method": "GET", "req_path": f"/{i}", "latency": i} for i in range(5)]
+    columns = _TableColumns("http_events", clock)
+    columns.add([dict(r) for r in rows[:3]], common)
+    columns.add([dict(r) for r in rows[3:]], dict(common, conn_id=4))
+    batch = columns.take_batch()
+    expected = [{**r, **common, "conn_id": 3 if i < 3 else 4, "time_": int(clock.boot_ns_to_epoch_us(r["time_ns"]))}
+                for i, r in enumerate(rows)]
+    schema = get_schema("http_events").arrow_schema
+    assert batch.equals(pa.RecordBatch.from_pylist(expected, schema=schema))
+    assert columns.take_batch().num_rows == 0
+
+
+@pytest.mark.parametrize("table", connector_module.TABLES)
+def test_every_protocol_table_takes_rows_column_by_column(table):
+    columns = _TableColumns(table, SocketTracer().clock)
+    common = dict.fromkeys(columns.common)
+    columns.add([{"time_ns": 1}], common)
+    assert columns.take_batch().num_rows == 1

@@ -45,6 +45,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from tracedb.protocols.base import PairedTrace, TimedInput
+
 HEAD_LIMIT = 64 * 1024  # bytes of a start line and header section, or of a trailer section
 MAX_HEADERS = 200
 CHUNK_LINE_LIMIT = 4096  # a chunk-size line with its extensions
@@ -100,7 +102,7 @@ class _Malformed(Exception):
     """The bytes at the parser's position cannot continue an HTTP message."""
 
 
-class HttpParser:
+class HttpParser(TimedInput):
     """Incremental parser for one direction of one connection.
 
     Parsing is a loop of steps, one per part of a message: start line, header
@@ -112,16 +114,12 @@ class HttpParser:
     """
 
     def __init__(self, is_request: bool, body_limit: int = 1024) -> None:
+        super().__init__()
         self.is_request = is_request
         self.body_limit = body_limit
         self.parse_errors = 0
         self.resyncs = 0
         self.switched = False
-        self._buf = bytearray()
-        self._pos = 0  # first unconsumed byte of _buf
-        self._scan_from = 0  # where the current step's search for its delimiter resumes
-        self._base = 0  # stream offset of _buf[0]
-        self._chunks: deque[tuple[int, int]] = deque()  # (stream offset, timestamp) of fed chunks
         self._methods: deque[str] = deque(maxlen=MAX_PENDING_METHODS)
         self._begin_message()
 
@@ -135,8 +133,7 @@ class HttpParser:
         done: list[HttpMessage] = []
         taken = self._take_whole_messages(data, timestamp_ns, done) if self._at_message_start() else 0
         if taken < len(data):
-            self._chunks.append((self._base + len(self._buf), timestamp_ns))
-            self._buf += data[taken:]
+            self._append_input(data[taken:], timestamp_ns)
             self._run(done)
             self._compact()
         return done
@@ -173,9 +170,7 @@ class HttpParser:
     def _skip_body(self, lost_bytes: int, timestamp_ns: int, done: list[HttpMessage]) -> int:
         """Count up to lost_bytes missing body bytes; return how many were body."""
         skipped = min(lost_bytes, self._remaining)
-        self._discard_input()
-        self._chunks.append((self._base, timestamp_ns))
-        self._base += skipped
+        self._skip_input(skipped, timestamp_ns)
         self._msg.body_size += skipped
         self._remaining -= skipped
         if not self._remaining:
@@ -309,34 +304,6 @@ class HttpParser:
         msg.end_ns = end_ns
         done.append(msg)
         self._begin_message()
-
-    def _time_at(self, index: int) -> int:
-        """Timestamp of the chunk that carried _buf[index]. Lookups never go
-        backwards, so the chunks before that one are forgotten."""
-        self._forget_chunks_before(self._base + index)
-        return self._chunks[0][1]
-
-    def _forget_chunks_before(self, offset: int) -> None:
-        chunks = self._chunks
-        while len(chunks) > 1 and chunks[1][0] <= offset:
-            chunks.popleft()
-
-    def _discard_input(self) -> None:
-        self._base += len(self._buf)
-        self._buf.clear()
-        self._pos = self._scan_from = 0
-        self._chunks.clear()
-
-    def _compact(self) -> None:
-        """Drop consumed bytes. The chunk of the last one stays known: a
-        response read until close ends with it."""
-        consumed = self._pos
-        if consumed:
-            self._forget_chunks_before(self._base + consumed - 1)
-            del self._buf[:consumed]
-            self._base += consumed
-            self._scan_from = max(0, self._scan_from - consumed)
-            self._pos = 0
 
     # Delimiters. Each search resumes where the last one of the same step
     # stopped, so bytes arriving one at a time are not scanned again.
@@ -799,26 +766,19 @@ def _body_text(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
-class HttpTrace:
+class HttpTrace(PairedTrace):
     table = "http_events"
 
     def __init__(self, body_limit: int):
-        self.requests = HttpParser(is_request=True, body_limit=body_limit)
-        self.responses = HttpParser(is_request=False, body_limit=body_limit)
+        super().__init__(
+            HttpParser(is_request=True, body_limit=body_limit),
+            HttpParser(is_request=False, body_limit=body_limit),
+        )
         self.stitcher = HttpStitcher()
-        self._rows: list[dict] = []
 
     @property
     def parse_errors(self) -> int:
         return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
-
-    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
-        parser = self.requests if request_side else self.responses
-        self._add(request_side, parser.feed(data, time_ns))
-
-    def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None:
-        parser = self.requests if request_side else self.responses
-        self._add(request_side, parser.gap(lost_bytes, time_ns))
 
     def _add(self, request_side: bool, messages: list[HttpMessage]) -> None:
         if not request_side:
@@ -853,7 +813,3 @@ class HttpTrace:
                     "latency": latency_ns(req, resp),
                 }
             )
-
-    def take_rows(self) -> list[dict]:
-        rows, self._rows = self._rows, []
-        return rows

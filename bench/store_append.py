@@ -25,7 +25,7 @@ import gc
 import time
 
 from common import (
-    DEFAULT_ROWS, HTTP_EVENTS, MIB, SECOND_US, TABLE, EventClock, append_all, end_us, make_batches, median,
+    DEFAULT_ROWS, HTTP_EVENTS, MIB, SECOND_US, EventClock, append_all, end_us, make_batches, median,
     print_table,
 )
 

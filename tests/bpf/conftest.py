@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tests.conftest import require
+from tracedb import Collector
 from tracedb.kernel import doctor
 
 
@@ -26,6 +27,14 @@ def bpf_ready():
     require(os.geteuid() == 0, "BPF tests need root")
     problems = doctor.preflight()
     require(not problems, "kernel environment not ready: " + "; ".join(f"{p.what} (fix: {p.fix})" for p in problems))
+
+
+@pytest.fixture(scope="module")
+def tracer(bpf_ready):
+    """A collector running the socket tracer, one per test module."""
+    with Collector(sources=["socket_tracer"]) as collector:
+        assert [r.state for r in collector.runs] == ["running"], collector.runs
+        yield collector
 
 
 def loaded_bpf_program_ids() -> set[int]:

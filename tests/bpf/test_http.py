@@ -21,13 +21,6 @@ ROW = "req_method, req_path, resp_status, req_body_size, resp_body_size"
 BIG = 100_000  # larger than the 30 KiB captured per syscall
 
 
-@pytest.fixture(scope="module")
-def tracer(bpf_ready):
-    with Collector(sources=["socket_tracer"]) as collector:
-        assert [r.state for r in collector.runs] == ["running"], collector.runs
-        yield collector
-
-
 def run_client(mode: str, host: str, port: int, plan: list) -> tuple[int, dict]:
     proc = subprocess.Popen(
         [sys.executable, str(PEERS / "http_client.py"), mode, host, str(port), json.dumps(plan)],
@@ -120,7 +113,7 @@ def test_pipelined_bytes_match_conn_stats(tracer):
         client_pid, sent = run_client("pipelined", "127.0.0.1", port, PLAN)
         sql = (
             "select trace_role, conn_open, conn_close, bytes_sent, bytes_recv from conn_stats "
-            f"where pid = {{pid}} and conn_close = 1 order by time_ desc limit 1"
+            "where pid = {pid} and conn_close = 1 order by time_ desc limit 1"
         )
         client = wait_rows(tracer, sql.format(pid=client_pid), 1)
         assert client == [("client", 1, 1, sent["bytes_sent"], sent["bytes_recv"])]

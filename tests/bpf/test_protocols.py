@@ -9,10 +9,9 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from tests.bpf.peers import servers
-from tests.bpf.test_http import tracer, wait_rows  # noqa: F401 - tracer is a fixture
+from tests.bpf.test_http import wait_rows
 
 DB_CLIENT = str(servers.PEERS / "db_client.py")
 

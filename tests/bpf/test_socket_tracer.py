@@ -4,11 +4,10 @@ accepts, its own sockets, pid and port filters, lost events."""
 from __future__ import annotations
 
 import os
-import subprocess
 import urllib.request
 
 from tests.bpf.peers.servers import peer_server, python_http_server
-from tests.bpf.test_http import run_client, tracer, wait_rows  # noqa: F401 - tracer is a fixture
+from tests.bpf.test_http import run_client, wait_rows
 from tracedb import Collector
 
 

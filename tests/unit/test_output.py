@@ -1,5 +1,4 @@
 import csv
-import datetime as dt
 import io
 import json
 

@@ -6,7 +6,8 @@ otherwise write again:
 - `TimedInput`, a base class for an incremental parser of one direction of a
   stream: the bytes fed but not yet consumed, and for each byte the time of
   the syscall that carried it, so that a message's first and last bytes can
-  be stamped however the stream was split.
+  be stamped however the stream was split; and the step loop those parsers
+  run (`_run`, `_goto`, `Malformed`).
 - `PairedTrace`, a base class for the socket tracer's view of one connection
   (the `Trace` of tracedb.connectors.socket_tracer.protocols): a request-side
   and a response-side parser, bytes and gaps routed to the side they belong
@@ -17,6 +18,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
+
+
+class Malformed(Exception):
+    """The bytes at a parser's position cannot continue a message of its protocol."""
 
 
 class TimedInput:
@@ -78,6 +83,28 @@ class TimedInput:
             self._base += consumed
             self._scan_from = max(0, self._scan_from - consumed)
             self._pos = 0
+
+
+    # The step loop. Parsing is a sequence of steps, one per part of a
+    # message; `_step` holds the next one, which consumes what it can and
+    # returns whether to run again, or raises Malformed.
+
+    def _run(self, done: list) -> None:
+        while True:
+            try:
+                if not self._step(self, done):
+                    return
+            except Malformed:
+                self._drop_malformed()
+
+    def _goto(self, step) -> None:
+        # Steps are kept unbound so that the parser holds no reference cycle.
+        self._step = step
+        self._scan_from = 0
+
+    def _drop_malformed(self) -> None:
+        """Recover from Malformed raised by the current step (each protocol's own rule)."""
+        raise NotImplementedError
 
 
 class PairedTrace(ABC):

@@ -41,11 +41,10 @@ import functools
 import json
 import re
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from tracedb.protocols.base import PairedTrace, TimedInput
+from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
 
 HEAD_LIMIT = 64 * 1024  # bytes of a start line and header section, or of a trailer section
 MAX_HEADERS = 200
@@ -98,17 +97,13 @@ class HttpMessage:
     chunked: bool = False
 
 
-class _Malformed(Exception):
-    """The bytes at the parser's position cannot continue an HTTP message."""
-
-
 class HttpParser(TimedInput):
     """Incremental parser for one direction of one connection.
 
     Parsing is a loop of steps, one per part of a message: start line, header
     section, body bytes, chunk-size line, ... `_step` holds the one to run
     next; it consumes what it can and returns whether to run again. A step
-    that finds malformed input raises _Malformed with the position still at
+    that finds malformed input raises Malformed with the position still at
     the start of the offending part, where the search for the next message
     begins.
     """
@@ -258,19 +253,6 @@ class HttpParser(TimedInput):
 
     # The loop and its bookkeeping
 
-    def _run(self, done: list[HttpMessage]) -> None:
-        while True:
-            try:
-                if not self._step(self, done):
-                    return
-            except _Malformed:
-                self._drop_malformed()
-
-    def _goto(self, step: Callable[[HttpParser, list[HttpMessage]], bool]) -> None:
-        # Steps are kept unbound so that the parser holds no reference cycle.
-        self._step = step
-        self._scan_from = 0
-
     def _drop_malformed(self) -> None:
         if self._step is HttpParser._step_start_line:
             # The search resumes after the failed start. A candidate found by
@@ -316,7 +298,7 @@ class HttpParser(TimedInput):
         if lf >= 0:
             return lf + 1
         if len(buf) - pos >= budget:
-            raise _Malformed
+            raise Malformed
         self._scan_from = len(buf)
         return -1
 
@@ -334,7 +316,7 @@ class HttpParser(TimedInput):
         if found:
             return found.end()
         if len(buf) - pos >= budget:
-            raise _Malformed
+            raise Malformed
         self._scan_from = max(pos, len(buf) - 2)  # an end may be arriving split
         return -1
 
@@ -383,7 +365,7 @@ class HttpParser(TimedInput):
         if self._start_ns is None and not self._candidate and self._parse_whole_head(done):
             return True
         if self._may_start_message(pos) is False:
-            raise _Malformed
+            raise Malformed
         if self._start_ns is None:
             self._start_ns = self._time_at(pos)
         end = self._line_end(HEAD_LIMIT)
@@ -409,7 +391,7 @@ class HttpParser(TimedInput):
         if lead.startswith(b"\n") or lead == b"\r\n":
             self._pos = buf.index(b"\n", pos) + 1
             return True
-        raise _Malformed
+        raise Malformed
 
     def _parse_whole_head(self, done: list[HttpMessage]) -> bool:
         """At a message's first look: if its start line and header section
@@ -461,7 +443,7 @@ class HttpParser(TimedInput):
             self._finish(done)
             self.switch_protocols()
         else:
-            raise _Malformed
+            raise Malformed
 
     def _answered_method(self, status: int) -> str:
         """The method of the request this response answers ("" if unknown). An
@@ -501,7 +483,7 @@ class HttpParser(TimedInput):
             return False
         size = self._line_before(end).split(b";", 1)[0].strip(b" \t")  # extensions are ignored
         if not _CHUNK_SIZE.fullmatch(size):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._remaining = int(size, 16)
         self._goto(HttpParser._step_chunk_data if self._remaining else HttpParser._step_trailer_section)
@@ -519,7 +501,7 @@ class HttpParser(TimedInput):
         if end < 0:
             return False
         if self._line_before(end):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._goto(HttpParser._step_chunk_size)
         return True
@@ -553,7 +535,7 @@ def _framing(headers: list[tuple[str, str]]) -> _Framing:
     codings, lengths = _framing_fields(headers)
     try:
         return _Framing(codings, _content_length(lengths), False)
-    except _Malformed:
+    except Malformed:
         return _Framing(codings, None, True)
 
 
@@ -610,7 +592,7 @@ def _parse_head_uncached(head: bytes, is_request: bool) -> _Head | None:
     try:
         msg = _parse_request_line(line) if is_request else _parse_status_line(line)
         msg.headers = _parse_fields(section)
-    except _Malformed:
+    except Malformed:
         return None
     return _Head(msg, _framing(msg.headers))
 
@@ -621,7 +603,7 @@ _parse_head_cached = functools.lru_cache(maxsize=CACHED_HEADS)(_parse_head_uncac
 def _parse_request_line(line: bytes) -> HttpMessage:
     parts = line.split(b" ")
     if len(parts) != 3 or parts[0] not in METHODS or not parts[1]:
-        raise _Malformed
+        raise Malformed
     major, minor = _parse_version(parts[2])
     return HttpMessage(
         is_request=True, start_ns=0, end_ns=0, major=major, minor=minor,
@@ -633,7 +615,7 @@ def _parse_status_line(line: bytes) -> HttpMessage:
     version, _, rest = line.partition(b" ")
     code, _, reason = rest.partition(b" ")  # the reason may be empty or hold spaces
     if not _STATUS_CODE.fullmatch(code):
-        raise _Malformed
+        raise Malformed
     major, minor = _parse_version(version)
     return HttpMessage(
         is_request=False, start_ns=0, end_ns=0, major=major, minor=minor,
@@ -643,7 +625,7 @@ def _parse_status_line(line: bytes) -> HttpMessage:
 
 def _parse_version(text: bytes) -> tuple[int, int]:
     if len(text) != 8 or not text.startswith(b"HTTP/1.") or not text[7:].isdigit():
-        raise _Malformed
+        raise Malformed
     return 1, int(text[7:])
 
 
@@ -651,14 +633,14 @@ def _parse_fields(section: bytes) -> list[tuple[str, str]]:
     """The fields of a section that ends with its empty line."""
     lines = _text(section).split("\n")[:-2]  # the empty line leaves "" or "\r", then ""
     if len(lines) > MAX_HEADERS:
-        raise _Malformed
+        raise Malformed
     fields = []
     for line in lines:
         name, colon, value = line.partition(":")
         # The token test also rejects obsolete line folding (a line beginning
         # with whitespace, RFC 9112 §5.2) and whitespace before the colon (§5.1).
         if not colon or not _TOKEN.fullmatch(name):
-            raise _Malformed
+            raise Malformed
         fields.append((name, value.strip(" \t\r")))  # \r: what is left of a CRLF
     return fields
 
@@ -686,7 +668,7 @@ def _content_length(lengths: list[str]) -> int | None:
     if not lengths:
         return None
     if len(set(lengths)) > 1 or not _DECIMAL.fullmatch(lengths[0]) or int(lengths[0]) > MAX_LENGTH:
-        raise _Malformed
+        raise Malformed
     return int(lengths[0])
 
 

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from tracedb.protocols.base import PairedTrace, TimedInput
+from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
 
 MAX_KEPT = 1 << 20  # payload bytes held of one message; the rest of a longer one is counted and skipped
 RESYNC_MAX_LENGTH = 1 << 20  # a header found by searching may announce no longer a message
@@ -110,11 +110,7 @@ class PgMessage:
         return len(self.payload) < self.size
 
 
-class _Malformed(Exception):
-    """The bytes at the parser's position, or a payload, are no well-formed message."""
-
-
-class _Cut(_Malformed):
+class _Cut(Malformed):
     """A truncated payload ended before the field being read."""
 
 
@@ -144,7 +140,7 @@ class PgsqlParser(TimedInput):
     `_step` holds the part of a message to read next (an unbound function,
     so that the parser holds no reference cycle); it consumes what it can and
     returns whether to run again. A step that meets malformed bytes raises
-    _Malformed with the position at the first byte of the bad message; the
+    Malformed with the position at the first byte of the bad message; the
     search for a header resumes at the byte after it.
 
     Until a message checks out (`_candidate`), a header may be chance: the
@@ -227,19 +223,11 @@ class PgsqlParser(TimedInput):
 
     # The loop and its bookkeeping
 
-    def _run(self, done: list[PgMessage]) -> None:
-        while True:
-            try:
-                if not self._step(self, done):
-                    return
-            except _Malformed:
-                if not self._candidate:
-                    self.parse_errors += 1
-                self._pos += 1
-                self._search()
-
-    def _goto(self, step: Callable[[PgsqlParser, list[PgMessage]], bool]) -> None:
-        self._step = step
+    def _drop_malformed(self) -> None:
+        if not self._candidate:
+            self.parse_errors += 1
+        self._pos += 1
+        self._search()
 
     def _search(self) -> None:
         if not self._candidate:
@@ -264,7 +252,7 @@ class PgsqlParser(TimedInput):
             if not well_formed(self.is_request, msg):
                 # Candidates are read whole by _step_payload, so the message is still buffered.
                 self._pos -= self._header_len + self._size
-                raise _Malformed
+                raise Malformed
             self._candidate = False
         if len(payload) < self._size:
             self.truncated += 1
@@ -309,7 +297,7 @@ class PgsqlParser(TimedInput):
         length, code = _UNTAGGED_HEAD.unpack_from(buf, pos)
         tag = _untagged_kind(length, code)
         if tag is None:
-            raise _Malformed
+            raise Malformed
         self._begin(tag, length, header_len=4)
         return True
 
@@ -321,9 +309,9 @@ class PgsqlParser(TimedInput):
         length = _INT32.unpack_from(buf, pos + 1)[0]
         bounds = self._lengths.get(tag)
         if bounds is None or not bounds[0] <= length <= bounds[1]:
-            raise _Malformed
+            raise Malformed
         if self._candidate and length > RESYNC_MAX_LENGTH:
-            raise _Malformed
+            raise Malformed
         self._begin(tag, length, header_len=5)
         return self._step(self, done)  # the payload is often buffered already
 
@@ -402,9 +390,9 @@ class _Reader:
     def _take(self, n: int) -> int:
         start = self.pos
         if n < 0:
-            raise _Malformed
+            raise Malformed
         if start + n > len(self.data):
-            raise _Cut if self.truncated else _Malformed
+            raise _Cut if self.truncated else Malformed
         self.pos = start + n
         return start
 
@@ -439,7 +427,7 @@ class _Reader:
             self.pos = nul + 1
             return _text(data[start:nul])
         if not self.truncated:
-            raise _Malformed
+            raise Malformed
         if start == len(data):
             raise _Cut
         self.pos = len(data)
@@ -447,7 +435,7 @@ class _Reader:
 
     def end(self) -> None:
         if self.pos != len(self.data) and not self.truncated:
-            raise _Malformed
+            raise Malformed
 
 
 @dataclass
@@ -524,7 +512,7 @@ def _decode_target(r: _Reader) -> tuple[str, str]:
     """Describe and Close: 'S' (a prepared statement) or 'P' (a portal), and its name."""
     kind = chr(r.byte())
     if kind not in ("S", "P"):
-        raise _Malformed
+        raise Malformed
     name = r.cstring()
     r.end()
     return kind, name
@@ -560,7 +548,7 @@ def _decode_authentication(r: _Reader) -> int:
         r.raw(_AUTH_FIXED_SIZES[code])
         r.end()
     elif code not in (8, 10, 11, 12):  # GSS continue and SASL carry data of their own
-        raise _Malformed
+        raise Malformed
     return code
 
 
@@ -577,7 +565,7 @@ def _decode_two_cstrings(r: _Reader) -> tuple[str, str]:
 def _decode_ready(r: _Reader) -> str:
     status = r.byte()
     if status not in b"ITE":
-        raise _Malformed
+        raise Malformed
     r.end()
     return chr(status)
 
@@ -620,7 +608,7 @@ def _decode_fields(r: _Reader) -> dict[str, str]:
 
 def _decode_copy_response(r: _Reader) -> None:
     if r.byte() not in (0, 1):
-        raise _Malformed
+        raise Malformed
     for _ in range(r.uint16()):
         r.int16()
     r.end()
@@ -669,10 +657,10 @@ _BACKEND_SEARCH = _header_search(BACKEND_LENGTHS, BACKEND_DECODERS)
 
 
 def decode(is_request: bool, msg: PgMessage) -> object:
-    """The values of a message's payload; raises _Malformed if it has none."""
+    """The values of a message's payload; raises Malformed if it has none."""
     decoder = (FRONTEND_DECODERS if is_request else BACKEND_DECODERS).get(msg.tag)
     if decoder is None:
-        raise _Malformed
+        raise Malformed
     return decoder(_Reader(msg.payload, msg.truncated))
 
 
@@ -683,7 +671,7 @@ def well_formed(is_request: bool, msg: PgMessage) -> bool:
         return False
     try:
         decode(is_request, msg)
-    except _Malformed:
+    except Malformed:
         return False
     return True
 
@@ -1032,7 +1020,7 @@ class PgsqlStitcher:
     def _decode(self, is_request: bool, msg: PgMessage, default: object = None) -> object:
         try:
             return decode(is_request, msg)
-        except _Malformed:
+        except Malformed:
             if not msg.truncated:
                 self.malformed += 1
             return default

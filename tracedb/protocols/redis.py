@@ -39,7 +39,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tracedb.protocols.base import PairedTrace, TimedInput
+from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
 
 LINE_LIMIT = 64 * 1024  # Redis's own limit on an inline command (PROTO_INLINE_MAX_SIZE)
 NUMBER_LINE_LIMIT = 24  # a type byte, a length or integer, CRLF
@@ -157,10 +157,6 @@ class RespMessage:
     lost_before_ns: int | None = None  # the parser lost framing at this time since the previous message
 
 
-class _Malformed(Exception):
-    """The bytes at the parser's position cannot continue a RESP message."""
-
-
 @dataclass(slots=True)
 class _Open:
     """An aggregate whose elements are still arriving."""
@@ -177,7 +173,7 @@ class RespParser(TimedInput):
     whole when it has arrived), the rest of a bulk string, or the search for a
     message start. `_step` holds the one to run next; it consumes what it can
     and returns whether to run again. Open aggregates wait on `_stack`. A step
-    that finds malformed input raises _Malformed with the position at or
+    that finds malformed input raises Malformed with the position at or
     before the offending bytes, where the search for the next message begins.
     """
 
@@ -242,19 +238,6 @@ class RespParser(TimedInput):
 
     # The loop and its bookkeeping
 
-    def _run(self, done: list[RespMessage]) -> None:
-        while True:
-            try:
-                if not self._step(self, done):
-                    return
-            except _Malformed:
-                self._drop_malformed()
-
-    def _goto(self, step: Callable[[RespParser, list[RespMessage]], bool]) -> None:
-        # Steps are kept unbound so that the parser holds no reference cycle.
-        self._step = step
-        self._scan_from = 0
-
     def _drop_malformed(self) -> None:
         # A candidate that turns out not to be a message was not one: the
         # error was counted when framing was lost.
@@ -298,7 +281,7 @@ class RespParser(TimedInput):
             self._scan_from = 0
             return lf + 1
         if len(buf) - pos >= limit:
-            raise _Malformed
+            raise Malformed
         self._scan_from = len(buf)
         return -1
 
@@ -356,16 +339,16 @@ class RespParser(TimedInput):
             if not self._stack and type_byte != 0x2A:  # "*"
                 return self._inline_command(done)
             if self._stack and type_byte != 0x24:  # Redis takes only bulk strings as arguments
-                raise _Malformed
+                raise Malformed
         frame = _FRAMES.get(type_byte)
         if frame is None:
-            raise _Malformed
+            raise Malformed
         parse, limit = frame
         end = self._line_end(limit)
         if end < 0:
             return False
         if end - pos < 3 or buf[end - 2] != CR:
-            raise _Malformed
+            raise Malformed
         parse(self, chr(type_byte), bytes(buf[pos + 1 : end - 2]), end, done)
         return True
 
@@ -393,31 +376,31 @@ class RespParser(TimedInput):
     def _frame_string(self, kind: str, line: bytes, end: int, done: list[RespMessage]) -> None:
         # A CR inside a line means its real end was lost: RESP lines hold none.
         if b"\r" in line or (kind == "(" and not _BIG_NUMBER.fullmatch(line)):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._complete(RespValue(kind, line[: self._room()], len(line)), done)
 
     def _frame_integer(self, kind: str, line: bytes, end: int, done: list[RespMessage]) -> None:
         if not _INTEGER.fullmatch(line):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._complete(RespValue(kind, int(line)), done)
 
     def _frame_double(self, kind: str, line: bytes, end: int, done: list[RespMessage]) -> None:
         if not _DOUBLE.fullmatch(line):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._complete(RespValue(kind, line), done)
 
     def _frame_boolean(self, kind: str, line: bytes, end: int, done: list[RespMessage]) -> None:
         if line not in (b"t", b"f"):
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._complete(RespValue(kind, line == b"t"), done)
 
     def _frame_null(self, kind: str, line: bytes, end: int, done: list[RespMessage]) -> None:
         if line:
-            raise _Malformed
+            raise Malformed
         self._pos = end
         self._complete(RespValue("_", None), done)
 
@@ -432,7 +415,7 @@ class RespParser(TimedInput):
             self._open_bulk(kind, length)
             return
         if buf[pos + length] != CR or buf[pos + length + 1] != LF:
-            raise _Malformed
+            raise Malformed
         self._pos = pos + length + 2
         self._complete(RespValue(kind, bytes(buf[pos : pos + min(length, self._room())]), length), done)
 
@@ -446,7 +429,7 @@ class RespParser(TimedInput):
             self._complete(RespValue("_", None), done)
             return
         if len(self._stack) >= MAX_DEPTH:
-            raise _Malformed
+            raise Malformed
         elements = 2 * count if kind in "%|" else count
         value = RespValue(kind, [], elements)
         if not elements:
@@ -474,7 +457,7 @@ class RespParser(TimedInput):
             crlf = b"\r\n"[crlf_from - (remaining - 2) : taken - (remaining - 2)]
             if buf[pos + crlf_from : pos + taken] != crlf:
                 self._pos = pos + crlf_from
-                raise _Malformed
+                raise Malformed
         self._pos = pos + taken
         self._remaining = remaining - taken
         if self._remaining:
@@ -501,13 +484,13 @@ class RespParser(TimedInput):
     def _inline_command(self, done: list[RespMessage]) -> bool:
         buf, pos = self._buf, self._pos
         if not (buf[pos : pos + 1].isalpha() or buf[pos] in b" \t\r\n\"'"):
-            raise _Malformed
+            raise Malformed
         end = self._line_end(LINE_LIMIT)
         if end < 0:
             return False
         args = _split_inline(bytes(buf[pos:end]).rstrip(b"\r\n"))
         if args and not self._trusted and args[0].upper() not in COMMANDS:
-            raise _Malformed
+            raise Malformed
         self._pos = end
         if not args:  # Redis ignores an empty line
             self._begin_message()
@@ -576,18 +559,18 @@ def _length(line: bytes, null_allowed: bool) -> int | None:
     if null_allowed and line == b"-1":
         return None
     if not _LENGTH.fullmatch(line) or int(line) > MAX_LENGTH:
-        raise _Malformed
+        raise Malformed
     return int(line)
 
 
 def _split_inline(line: bytes) -> list[bytes]:
     if _CONTROL.search(line):
-        raise _Malformed
+        raise Malformed
     args, pos, end = [], 0, len(line.rstrip(b" \t"))
     while pos < end:
         found = _INLINE_ARG.match(line, pos, end)
         if not found:  # unbalanced quotes, or a quote glued to what follows
-            raise _Malformed
+            raise Malformed
         double, single, plain = found.groups()
         if double is not None:
             args.append(_ESCAPE.sub(_unescape, double))
@@ -597,7 +580,7 @@ def _split_inline(line: bytes) -> list[bytes]:
             args.append(plain)
         pos = found.end()
     if args and not _COMMAND_WORD.fullmatch(args[0]):
-        raise _Malformed
+        raise Malformed
     return args
 
 

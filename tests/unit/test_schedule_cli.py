@@ -31,13 +31,14 @@ def test_run_with_a_schedule_writes_jsonl_and_a_table_read_back_with_c(tmp_path)
     (tmp_path / "s.toml").write_text(SCHEDULE)
     result = run_cli(
         "run", "--sources", "procfs", "--schedule", "s.toml", "--duration", "4.5", "--format", "jsonl",
-        "-c", "select count(*) > 0 as seen, count(distinct counter) >= 2 as runs, min(action) as first from comms_seen",
+        "-c", "select count(*) > 0 as seen, min(counter) = 0 as from_first_run, min(action) as first from comms_seen",
         "-c", "select name, runs, failures from tracedb_schedule order by name",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     seen, status_comms, status_samples = (json.loads(line) for line in result.stdout.splitlines())
-    assert seen == {"seen": True, "runs": True, "first": "added"}
+    # Differential: later runs add rows only when a comm appears or goes, so only the first run is sure.
+    assert seen == {"seen": True, "from_first_run": True, "first": "added"}
     assert status_comms["name"] == "comms" and status_comms["runs"] >= 2 and status_comms["failures"] == 0
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert len(lines) >= 2 and {x["name"] for x in lines} == {"samples"}

@@ -16,7 +16,7 @@ ended by their own pid on exit, exception or Ctrl-C):
 
 For each, `--rounds` pairs of rounds alternating untraced / traced. Traced:
 `tracedb.Collector(sources=["socket_tracer"])` in this process (every
-process traced, as by default; `--only-port` limits it to connections with
+process traced, as by default; `--trace port` limits it to connections with
 the server's port), started before the load (start() returns once the BPF
 program is compiled, loaded and attached: ~5 s; the connector must be
 `running`), stopped after it (the stop pushes the last events), then queried:
@@ -48,7 +48,8 @@ pgbench), redis-server and redis-benchmark. Bounded in time: the defaults
 rounds of 2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
 collector, then the server.
 
-    .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis] [--only-port]
+    .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis]
+                                          [--trace all|port|nothing]
     .venv/bin/python bench/db_overhead.py --quick
 """
 
@@ -237,13 +238,18 @@ class Round:
         return 100 * self.counts["server_rows"] / max(1, self.load.sent)
 
 
+# Socket tracer options of each --trace choice but "all". tracedb's own process
+# is never traced, so a pids filter holding only it lets every event go at once.
+TRACE_OPTIONS = {"port": lambda load: {"ports": (load.port,)}, "nothing": lambda load: {"pids": (os.getpid(),)}}
+
+
 def run_round(index: int, traced: bool, load, args: argparse.Namespace) -> Round:
     collector = None
     extra: dict = {}
     try:
         if traced:
             t0 = time.monotonic()
-            options = {"socket_tracer": {"ports": (load.port,)}} if args.only_port else None
+            options = {"socket_tracer": TRACE_OPTIONS[args.trace](load)} if args.trace != "all" else None
             collector = tracedb.Collector(sources=["socket_tracer"], retention=RETENTION, connector_options=options,
                                           log=lambda m: print(f"  tracedb: {m}", file=sys.stderr))
             collector.start()
@@ -299,7 +305,7 @@ def count_rows(collector, load) -> dict:
 def run_load(load, args: argparse.Namespace) -> list[Round]:
     load.prepare()
     print(f"\n== {load.name}: {load.describe()}; {args.rounds} x (untraced, traced"
-          f"{', port ' + str(load.port) + ' only' if args.only_port else ''})", file=sys.stderr)
+          f"{'' if args.trace == 'all' else ', tracing ' + args.trace})", file=sys.stderr)
     rounds: list[Round] = []
     for _ in range(args.rounds):
         for traced in (False, True):
@@ -415,8 +421,10 @@ def main() -> int:
                         help="seconds of load per round (default 10; --quick 2)")
     parser.add_argument("--quick", action="store_true", help="a sanity run: 1 x (untraced, traced) of 2 s per load")
     parser.add_argument("--only", choices=("pgbench", "redis"), help="run one load only")
-    parser.add_argument("--only-port", action="store_true",
-                        help="trace only connections with the server's port (SocketTracerOptions.ports)")
+    parser.add_argument("--trace", choices=("all", "port", "nothing"), default="all",
+                        help="what traced rounds trace: every process (default); connections with the server's "
+                             "port only (SocketTracerOptions.ports); nothing, every probe attached but each event "
+                             "filtered out in the kernel at its first check: the floor of the design's cost")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untraced pgbench seconds before the rounds (default 2; --quick 1; 0: none)")
     parser.add_argument("--requests", type=int, default=None,
@@ -440,7 +448,7 @@ def main() -> int:
 
     version = tracedb_version()
     print(f"tracedb {version}; {os.cpu_count()} CPUs; {args.rounds} x (untraced, traced) of {args.duration:g} s "
-          f"per load{'; tracing the server port only' if args.only_port else ''}")
+          f"per load{'' if args.trace == 'all' else '; tracing ' + args.trace}")
     results = []
     if args.only in (None, "pgbench"):
         with servers.postgres() as (_, port):

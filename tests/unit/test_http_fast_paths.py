@@ -84,6 +84,7 @@ def test_shortcuts_agree_with_the_steps(seed, monkeypatch):
         fast = run(is_request, messages, methods, seed)
         with monkeypatch.context() as m:
             m.setattr(http, "_parse_head", lambda head, is_request: None)
+            m.setattr(http, "_CACHED_HEADS", ({}, {}))
             steps = run(is_request, messages, methods, seed)
         assert fast == steps
 
@@ -98,10 +99,24 @@ def test_whole_messages_of_a_chunk_skip_the_steps(monkeypatch):
     assert [(m.path, m.body, m.start_ns, m.end_ns) for m in msgs] == [("/a", b"", 5, 5), ("/p", b"hello", 5, 5)]
 
 
-def test_a_head_is_parsed_once_per_distinct_bytes():
-    http._parse_head_cached.cache_clear()
+def test_a_head_is_parsed_once_per_distinct_bytes(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(http, "_CACHED_HEADS", ({}, {}))
+    monkeypatch.setattr(http, "_parse_head_uncached", lambda head, is_request: parsed.append(head))
     parser = HttpParser(is_request=True)
     for t in range(5):
         parser.feed(REQUESTS[0], t)
-    info = http._parse_head_cached.cache_info()
-    assert (info.hits, info.misses) == (4, 1)
+        parser.feed(b"GET /b HTTP/1.1\r\n\r\n", t)
+    assert parsed == [REQUESTS[0], b"GET /b HTTP/1.1\r\n\r\n"]
+
+
+def test_the_head_cache_is_bounded_and_drops_the_oldest(monkeypatch):
+    monkeypatch.setattr(http, "_CACHED_HEADS", ({}, {}))
+    monkeypatch.setattr(http, "CACHED_HEADS", 3)
+    heads = [b"GET /%d HTTP/1.1\r\n\r\n" % i for i in range(5)]
+    for head in heads:
+        assert http._parse_head(head, True).path == head.split()[1].decode()
+    assert list(http._CACHED_HEADS[True]) == heads[2:]
+    assert http._parse_head(heads[-1] + b"x", False) is None  # a request head is no response head
+    assert http._parse_head(b"GET /big HTTP/1.1\r\nX: " + b"x" * http.CACHED_HEAD_BYTES + b"\r\n\r\n", True)
+    assert len(http._CACHED_HEADS[True]) == 3, "large heads are parsed, not kept"

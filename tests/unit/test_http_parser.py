@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import random
 
@@ -7,6 +6,7 @@ import pytest
 from tracedb.protocols.http import (
     HEAD_LIMIT,
     MAX_HEADERS,
+    HttpHead,
     HttpMessage,
     HttpParser,
     HttpStitcher,
@@ -48,7 +48,7 @@ def parse(data: bytes, is_request: bool, methods: tuple[str, ...] = (), **kw) ->
 
 
 def untimed(msg: HttpMessage) -> HttpMessage:
-    return dataclasses.replace(msg, start_ns=0, end_ns=0)
+    return msg._replace(start_ns=0, end_ns=0)
 
 
 # Start lines and header fields
@@ -544,9 +544,8 @@ def test_too_many_header_fields_is_malformed():
 
 
 def msg_at(start_ns: int, is_request: bool = True, status: int = 200, path: str = "/") -> HttpMessage:
-    return HttpMessage(
-        is_request=is_request, start_ns=start_ns, end_ns=start_ns + 5, major=1, minor=1, path=path, status=status
-    )
+    head = HttpHead(is_request=is_request, major=1, minor=1, path=path, status=status)
+    return HttpMessage(head, start_ns=start_ns, end_ns=start_ns + 5)
 
 
 def test_responses_without_a_pending_request_are_counted_and_dropped():

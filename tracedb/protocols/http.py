@@ -41,7 +41,7 @@ import functools
 import json
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import NamedTuple
 
 from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
@@ -76,25 +76,53 @@ _STATUS_CODE = re.compile(rb"[1-5][0-9][0-9]")
 _DECIMAL = re.compile(r"[0-9]{1,19}")
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _SECTION_END = re.compile(rb"\n\r?\n")
+_new_tuple = tuple.__new__  # builds a NamedTuple about 3x faster than calling it, which goes through Python code
+# Methods whose responses' bodies end differently (RFC 9112 §6.3): none after
+# HEAD, a tunnel after a 2xx to CONNECT.
+_ANSWER_FRAMING_METHODS = frozenset(("HEAD", "CONNECT"))
 
 
-@dataclass(slots=True)
-class HttpMessage:
-    """One request or response."""
+class HttpHead(NamedTuple):
+    """A start line and header section, parsed: shared by every message that
+    starts with exactly these bytes (see `_parse_head`), so never changed."""
 
     is_request: bool
-    start_ns: int  # timestamp of the chunk holding the message's first byte
-    end_ns: int  # timestamp of the chunk holding its last byte
     major: int
     minor: int
     method: str = ""  # requests
     path: str = ""
     status: int = 0  # responses
     reason: str = ""
-    headers: list[tuple[str, str]] = field(default_factory=list)  # in order, names as sent
+    interim: bool = False  # a 1xx response but 101: the final response follows
+    headers: tuple[tuple[str, str], ...] = ()  # in order, names as sent
+    headers_json: str = "{}"  # as http_events has them
+    framing: _Framing | None = None  # None until the header section is parsed
+    # The body length (0: no body) if the head tells it, unless the message
+    # answers HEAD or CONNECT; else None (chunked, until close, ...).
+    plain_length: int | None = None
+
+
+class HttpMessage(NamedTuple):
+    """One request or response: its head, when it came, its body."""
+
+    head: HttpHead
+    start_ns: int  # timestamp of the chunk holding the message's first byte
+    end_ns: int  # timestamp of the chunk holding its last byte
     body: bytes = b""  # the first body_limit bytes (decoded, for chunked)
     body_size: int = 0  # full body size (decoded, for chunked)
     chunked: bool = False
+
+    is_request = property(attrgetter("head.is_request"))
+    major = property(attrgetter("head.major"))
+    minor = property(attrgetter("head.minor"))
+    method = property(attrgetter("head.method"))
+    path = property(attrgetter("head.path"))
+    status = property(attrgetter("head.status"))
+    reason = property(attrgetter("head.reason"))
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return list(self.head.headers)
 
 
 class HttpParser(TimedInput):
@@ -126,7 +154,10 @@ class HttpParser(TimedInput):
         if self.switched or not data:
             return []
         done: list[HttpMessage] = []
-        taken = self._take_whole_messages(data, timestamp_ns, done) if self._at_message_start() else 0
+        # At a message start (nothing buffered, nothing of a message seen) whole messages skip the steps.
+        at_start = (not self._buf and self._step is HttpParser._step_start_line and self._start_ns is None
+                    and not self._candidate)
+        taken = self._take_whole_messages(data, timestamp_ns, done) if at_start else 0
         if taken < len(data):
             self._append_input(data[taken:], timestamp_ns)
             self._run(done)
@@ -147,7 +178,9 @@ class HttpParser(TimedInput):
         if self.switched:
             return []
         done: list[HttpMessage] = []
-        if self._in_known_length_body():
+        # In a body of known length: steps consume every body byte they are
+        # given, so at a gap the buffer is then fully consumed.
+        if self._step in _KNOWN_LENGTH_BODY_STEPS and self._pos == len(self._buf):
             lost_bytes -= self._skip_body(lost_bytes, timestamp_ns, done)
             if not lost_bytes:
                 return done
@@ -156,17 +189,11 @@ class HttpParser(TimedInput):
         self._resync()
         return done
 
-    def _in_known_length_body(self) -> bool:
-        # Steps consume every body byte they are given, so at a gap the
-        # buffer is fully consumed whenever a body is in progress.
-        in_body = self._step in (HttpParser._step_fixed_body, HttpParser._step_chunk_data)
-        return in_body and self._pos == len(self._buf)
-
     def _skip_body(self, lost_bytes: int, timestamp_ns: int, done: list[HttpMessage]) -> int:
         """Count up to lost_bytes missing body bytes; return how many were body."""
         skipped = min(lost_bytes, self._remaining)
         self._skip_input(skipped, timestamp_ns)
-        self._msg.body_size += skipped
+        self._body_size += skipped
         self._remaining -= skipped
         if not self._remaining:
             if self._step is HttpParser._step_fixed_body:
@@ -204,52 +231,49 @@ class HttpParser(TimedInput):
 
     # Whole messages without the steps
 
-    def _at_message_start(self) -> bool:
-        """Nothing buffered and nothing of a message seen yet."""
-        return (not self._buf and self._step is HttpParser._step_start_line and self._start_ns is None
-                and not self._candidate)
-
     def _take_whole_messages(self, data: bytes, timestamp_ns: int, done: list[HttpMessage]) -> int:
         """The parser being at a message start, parse the messages `data`
         holds from its start whose head `_parse_head` takes and whose body is
         empty or of known length: whole ones come out, a last one whose body
         goes on is left to the steps in its body. The parser ends as the steps
-        would leave it; return the bytes taken, the rest is for the steps."""
-        at = 0
-        while at < len(data):
+        would leave it; return the bytes taken, the rest is for the steps.
+
+        This is the path of nearly every message, hence the inlined cache
+        lookup and the locals."""
+        heads, body_limit = _CACHED_HEADS[self.is_request], self.body_limit
+        methods = () if self.is_request else self._methods  # a request answers none
+        at, size = 0, len(data)
+        while at < size:
             end = data.find(b"\r\n\r\n", at, at + HEAD_LIMIT)
-            head = _parse_head(data[at : end + 4], self.is_request) if end >= 0 else None
-            length = self._known_body_length(head)
+            if end < 0:
+                break
+            end += 4
+            raw = data[at:end]
+            head = heads.get(raw) or _parse_head(raw, self.is_request)
+            if head is None:
+                break
+            # As _answered_method would give it: a response's own, "" for a request.
+            method = methods[0] if methods else ""
+            if method in _ANSWER_FRAMING_METHODS:
+                length = _length_if_known(False, head.status, method, head.framing)
+            else:
+                length = head.plain_length
             if length is None:
                 break
-            if not self.is_request:
-                self._answered_method(head.template.status)
-            msg = head.message(timestamp_ns)
-            at = end + 4
-            if at + length > len(data):
-                self._msg, self._start_ns, self._remaining = msg, timestamp_ns, length
+            if methods and not head.interim:
+                methods.popleft()  # answered
+            at = end + length
+            if at > size:  # the body goes on: the steps take it from here
+                self._head, self._start_ns, self._remaining = head, timestamp_ns, length
                 self._goto(HttpParser._step_fixed_body)
+                at = end
                 break
-            msg.end_ns = timestamp_ns
-            msg.body = data[at : at + min(length, self.body_limit)]
-            msg.body_size = length
-            done.append(msg)
-            at += length
+            body = data[end:at] if length <= body_limit else data[end : end + body_limit]
+            done.append(_new_tuple(HttpMessage, (head, timestamp_ns, timestamp_ns, body, length, False)))
         if at:  # later lookups are past these chunks (a message left in progress has its start time)
             self._chunks.clear()
             self._base += at
         return at
-
-    def _known_body_length(self, head: _Head | None) -> int | None:
-        """The body length of the message this head starts if it has no body
-        (0) or a Content-Length; otherwise None."""
-        if head is None:
-            return None
-        method = self._methods[0] if self._methods and not self.is_request else ""  # as _answered_method gives it
-        body = _body_kind(self.is_request, head.template.status, method, head.framing)
-        if body is _NO_BODY:
-            return 0
-        return head.framing.length if body is _FIXED else None
 
     # The loop and its bookkeeping
 
@@ -270,9 +294,11 @@ class HttpParser(TimedInput):
 
     def _begin_message(self, candidate: bool = False) -> None:
         self._candidate = candidate  # found by resynchronisation, start line not yet parsed
-        self._msg: HttpMessage | None = None  # from its start line on
+        self._head: HttpHead | None = None  # from its start line on, with the header fields once parsed
         self._start_ns: int | None = None  # from its first byte on
-        self._body = bytearray()
+        self._body = bytearray()  # its first body_limit bytes
+        self._body_size = 0
+        self._chunked = False
         self._start_line_bytes = 0  # counted with the header section against HEAD_LIMIT
         self._remaining = 0  # bytes left of a Content-Length body or of a chunk
         self._goto(HttpParser._step_start_line)
@@ -281,10 +307,8 @@ class HttpParser(TimedInput):
         self._finish_at(self._time_at(self._pos - 1), done)
 
     def _finish_at(self, end_ns: int, done: list[HttpMessage]) -> None:
-        msg = self._msg
-        msg.body = bytes(self._body)
-        msg.end_ns = end_ns
-        done.append(msg)
+        message = (self._head, self._start_ns, end_ns, bytes(self._body), self._body_size, self._chunked)
+        done.append(_new_tuple(HttpMessage, message))
         self._begin_message()
 
     # Delimiters. Each search resumes where the last one of the same step
@@ -372,8 +396,7 @@ class HttpParser(TimedInput):
         if end < 0:
             return False
         line = self._line_before(end)
-        self._msg = _parse_request_line(line) if self.is_request else _parse_status_line(line)
-        self._msg.start_ns = self._start_ns
+        self._head = _parse_request_line(line) if self.is_request else _parse_status_line(line)
         self._candidate = False
         self._start_line_bytes = end - pos
         self._pos = end
@@ -408,34 +431,34 @@ class HttpParser(TimedInput):
         if head is None:
             return False
         self._start_ns = self._time_at(pos)
-        self._msg = head.message(self._start_ns)
+        self._head = head
         self._pos = end
         # As after the header section step: a framing error is counted there.
         self._goto(HttpParser._step_header_section)
-        self._start_body(done, head.framing)
+        self._start_body(done)
         return True
 
     def _step_header_section(self, done: list[HttpMessage]) -> bool:
         end = self._section_end(HEAD_LIMIT - self._start_line_bytes)
         if end < 0:
             return False
-        self._msg.headers = _parse_fields(bytes(self._buf[self._pos : end]))
+        self._head = _with_fields(self._head, _parse_fields(bytes(self._buf[self._pos : end])))
         self._pos = end
-        self._start_body(done, _framing(self._msg.headers))
+        self._start_body(done)
         return True
 
-    def _start_body(self, done: list[HttpMessage], framing: _Framing) -> None:
+    def _start_body(self, done: list[HttpMessage]) -> None:
         """Go on with the body, the header section read."""
-        msg = self._msg
-        method = "" if msg.is_request else self._answered_method(msg.status)
-        body = _body_kind(msg.is_request, msg.status, method, framing)
+        head = self._head
+        method = "" if head.is_request else self._answered_method(head)
+        body = _body_kind(head.is_request, head.status, method, head.framing)
         if body is _NO_BODY:
             self._finish(done)
         elif body is _FIXED:
-            self._remaining = framing.length
+            self._remaining = head.framing.length
             self._goto(HttpParser._step_fixed_body)
         elif body is _CHUNKED:
-            msg.chunked = True
+            self._chunked = True
             self._goto(HttpParser._step_chunk_size)
         elif body is _UNTIL_CLOSE:
             self._goto(HttpParser._step_until_close)
@@ -445,14 +468,12 @@ class HttpParser(TimedInput):
         else:
             raise Malformed
 
-    def _answered_method(self, status: int) -> str:
+    def _answered_method(self, head: HttpHead) -> str:
         """The method of the request this response answers ("" if unknown). An
-        interim (1xx) response leaves it to the final response that follows."""
+        interim response leaves it to the final response that follows."""
         if not self._methods:
             return ""
-        if 100 <= status < 200 and status != 101:
-            return self._methods[0]
-        return self._methods.popleft()
+        return self._methods[0] if head.interim else self._methods.popleft()
 
     def _take_body(self, wanted: int) -> int:
         """Consume up to `wanted` body bytes, keeping the first body_limit of
@@ -462,7 +483,7 @@ class HttpParser(TimedInput):
         room = self.body_limit - len(self._body)
         if room > 0:
             self._body += self._buf[start : start + min(room, taken)]
-        self._msg.body_size += taken
+        self._body_size += taken
         self._pos = start + taken
         return taken
 
@@ -522,6 +543,9 @@ class HttpParser(TimedInput):
         return False
 
 
+_KNOWN_LENGTH_BODY_STEPS = (HttpParser._step_fixed_body, HttpParser._step_chunk_data)
+
+
 class _Framing(NamedTuple):
     """What a message's header fields say about where its body ends."""
 
@@ -563,64 +587,72 @@ def _body_kind(is_request: bool, status: int, method: str, framing: _Framing) ->
     return _NO_BODY if framing.length == 0 or is_request else _UNTIL_CLOSE
 
 
-class _Head(NamedTuple):
-    """A start line and header section, parsed: what every message with
-    exactly these bytes starts from."""
-
-    template: HttpMessage  # start line and header fields; times unset
-    framing: _Framing
-
-    def message(self, start_ns: int) -> HttpMessage:
-        t = self.template
-        return HttpMessage(t.is_request, start_ns, 0, t.major, t.minor, t.method, t.path, t.status, t.reason,
-                           list(t.headers))
+def _length_if_known(is_request: bool, status: int, method: str, framing: _Framing) -> int | None:
+    """The body length as _body_kind's arguments give it: 0 if there is no
+    body, the Content-Length if it has one; None for any other kind."""
+    body = _body_kind(is_request, status, method, framing)
+    if body is _NO_BODY:
+        return 0
+    return framing.length if body is _FIXED else None
 
 
-def _parse_head(head: bytes, is_request: bool) -> _Head | None:
+def _with_fields(line: HttpHead, fields: list[tuple[str, str]]) -> HttpHead:
+    """The head of a start line (parsed, without fields) and its header fields."""
+    framing = _framing(fields)
+    return line._replace(headers=tuple(fields), headers_json=headers_json(fields), framing=framing,
+                         plain_length=_length_if_known(line.is_request, line.status, "", framing))
+
+
+def _parse_head(head: bytes, is_request: bool) -> HttpHead | None:
     """A start line and header section ending with the first CRLF CRLF of
     `head`, parsed; None if the steps must parse them: bare LFs (where the
     steps' line and section ends need not be the CRLFs) or malformed (the
-    steps report it at the right place). Cached for heads that are not large."""
-    parse = _parse_head_cached if len(head) <= CACHED_HEAD_BYTES else _parse_head_uncached
-    return parse(head, is_request)
+    steps report it at the right place). Cached for heads that are not large:
+    the result depends on the bytes alone, so equal bytes may share it."""
+    cache = _CACHED_HEADS[is_request]
+    if head in cache:
+        return cache[head]
+    parsed = _parse_head_uncached(head, is_request)
+    if len(head) <= CACHED_HEAD_BYTES:
+        if len(cache) >= CACHED_HEADS:
+            del cache[next(iter(cache))]  # the oldest: heads that stay in use come back soon
+        cache[head] = parsed
+    return parsed
 
 
-def _parse_head_uncached(head: bytes, is_request: bool) -> _Head | None:
+# Parsed heads by their bytes: [False] for responses, [True] for requests.
+# Plain dicts, so that the hot path looks a head up without a call.
+_CACHED_HEADS: tuple[dict[bytes, HttpHead | None], dict[bytes, HttpHead | None]] = ({}, {})
+
+
+def _parse_head_uncached(head: bytes, is_request: bool) -> HttpHead | None:
     if head.count(b"\n") != head.count(b"\r\n"):
         return None
     line, _, section = head.partition(b"\r\n")
     try:
-        msg = _parse_request_line(line) if is_request else _parse_status_line(line)
-        msg.headers = _parse_fields(section)
+        return _with_fields(_parse_request_line(line) if is_request else _parse_status_line(line),
+                            _parse_fields(section))
     except Malformed:
         return None
-    return _Head(msg, _framing(msg.headers))
 
 
-_parse_head_cached = functools.lru_cache(maxsize=CACHED_HEADS)(_parse_head_uncached)
-
-
-def _parse_request_line(line: bytes) -> HttpMessage:
+def _parse_request_line(line: bytes) -> HttpHead:
     parts = line.split(b" ")
     if len(parts) != 3 or parts[0] not in METHODS or not parts[1]:
         raise Malformed
     major, minor = _parse_version(parts[2])
-    return HttpMessage(
-        is_request=True, start_ns=0, end_ns=0, major=major, minor=minor,
-        method=parts[0].decode(), path=_text(parts[1]),
-    )
+    return HttpHead(is_request=True, major=major, minor=minor, method=parts[0].decode(), path=_text(parts[1]))
 
 
-def _parse_status_line(line: bytes) -> HttpMessage:
+def _parse_status_line(line: bytes) -> HttpHead:
     version, _, rest = line.partition(b" ")
     code, _, reason = rest.partition(b" ")  # the reason may be empty or hold spaces
     if not _STATUS_CODE.fullmatch(code):
         raise Malformed
     major, minor = _parse_version(version)
-    return HttpMessage(
-        is_request=False, start_ns=0, end_ns=0, major=major, minor=minor,
-        status=int(code), reason=_text(reason),
-    )
+    status = int(code)
+    return HttpHead(is_request=False, major=major, minor=minor, status=status, reason=_text(reason),
+                    interim=100 <= status < 200 and status != 101)
 
 
 def _parse_version(text: bytes) -> tuple[int, int]:
@@ -693,20 +725,21 @@ class HttpStitcher:
         return len(self._pending)
 
     def add_requests(self, msgs: list[HttpMessage]) -> None:
-        self._pending.extend(msgs)
-        excess = len(self._pending) - self.max_pending
-        for _ in range(excess):  # the oldest lost their responses
-            self._pending.popleft()
-        self.dropped_requests += max(excess, 0)
+        pending = self._pending
+        pending.extend(msgs)
+        while len(pending) > self.max_pending:  # the oldest lost their responses
+            pending.popleft()
+            self.dropped_requests += 1
 
     def add_responses(self, msgs: list[HttpMessage]) -> list[tuple[HttpMessage, HttpMessage]]:
         """Return the (request, response) pairs these responses complete."""
         pairs = []
+        pending = self._pending
         for resp in msgs:
-            if 100 <= resp.status < 200 and resp.status != 101:
+            if resp.head.interim:
                 continue
-            if self._pending and self._pending[0].start_ns <= resp.start_ns:
-                pairs.append((self._pending.popleft(), resp))
+            if pending and pending[0].start_ns <= resp.start_ns:
+                pairs.append((pending.popleft(), resp))
             else:
                 self.unmatched_responses += 1
         return pairs
@@ -744,10 +777,6 @@ def latency_ns(req: HttpMessage, resp: HttpMessage) -> int:
     return resp.end_ns - req.start_ns
 
 
-def _body_text(body: bytes) -> str:
-    return body.decode("utf-8", "replace")
-
-
 class HttpTrace(PairedTrace):
     table = "http_events"
 
@@ -763,11 +792,13 @@ class HttpTrace(PairedTrace):
         return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
 
     def _add(self, request_side: bool, messages: list[HttpMessage]) -> None:
+        if not messages:  # as after most syscalls that end no message: nothing to do
+            return
         if not request_side:
             self._add_responses(messages)
             return
         for request in messages:
-            self.responses.expect_response_to(request.method)
+            self.responses.expect_response_to(request.head.method)
         self.stitcher.add_requests(messages)
 
     def on_close(self, time_ns: int) -> None:
@@ -777,20 +808,21 @@ class HttpTrace(PairedTrace):
         if self.responses.switched:
             self.requests.switch_protocols()
         for req, resp in self.stitcher.add_responses(responses):
+            req_head, resp_head = req.head, resp.head
             self._rows.append(
                 {
                     "time_ns": req.start_ns,
-                    "major_version": req.major,
-                    "minor_version": req.minor,
-                    "req_headers": headers_json(req.headers),
-                    "req_method": req.method,
-                    "req_path": req.path,
-                    "req_body": _body_text(req.body),
+                    "major_version": req_head.major,
+                    "minor_version": req_head.minor,
+                    "req_headers": req_head.headers_json,
+                    "req_method": req_head.method,
+                    "req_path": req_head.path,
+                    "req_body": req.body.decode("utf-8", "replace"),
                     "req_body_size": req.body_size,
-                    "resp_headers": headers_json(resp.headers),
-                    "resp_status": resp.status,
-                    "resp_message": resp.reason,
-                    "resp_body": _body_text(resp.body),
+                    "resp_headers": resp_head.headers_json,
+                    "resp_status": resp_head.status,
+                    "resp_message": resp_head.reason,
+                    "resp_body": resp.body.decode("utf-8", "replace"),
                     "resp_body_size": resp.body_size,
                     "latency": latency_ns(req, resp),
                 }

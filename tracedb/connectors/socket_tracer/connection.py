@@ -18,6 +18,8 @@ from tracedb.connectors.socket_tracer.protocols import TRACES, Trace
 from tracedb.connectors.socket_tracer.streams import DatagramBuffer, Piece, StreamBuffer
 
 ROLE_NAMES = {Role.UNKNOWN: "unknown", Role.CLIENT: "client", Role.SERVER: "server"}
+# Members for the hot path: looking one up on its enum class costs ~0.3 µs (Python 3.11).
+SEND, RECV, CLIENT, UNKNOWN_ROLE = Direction.SEND, Direction.RECV, Role.CLIENT, Role.UNKNOWN
 # The columns every protocol table shares: Connection.columns().
 COMMON_COLUMNS = ("upid", "pid", "remote_addr", "remote_port", "local_addr", "local_port", "trace_role",
                   "encrypted", "conn_id")
@@ -84,16 +86,16 @@ class Connection:
 
     def feed_trace(self) -> None:
         """Hand the bytes gathered since the last call to the trace, both directions in time order."""
-        send, recv = self.streams[Direction.SEND].take(), self.streams[Direction.RECV].take()
+        send, recv = self.streams[SEND].take(), self.streams[RECV].take()
         trace = self.trace
-        if trace is None or self.role == Role.UNKNOWN:
+        if trace is None or self.role == UNKNOWN_ROLE:
             return
-        requests, responses = (send, recv) if self.role == Role.CLIENT else (recv, send)
-        for request_side, (data, gap, time_ns) in _in_time_order(requests, responses):
-            if gap:
-                trace.on_gap(request_side, gap, time_ns)
-            else:
+        requests, responses = (send, recv) if self.role == CLIENT else (recv, send)
+        for request_side, (_, size, data, time_ns) in _in_time_order(requests, responses):
+            if data:
                 trace.on_bytes(request_side, data, time_ns)
+            elif size:
+                trace.on_gap(request_side, size, time_ns)
 
 
 def _in_time_order(requests: list[Piece], responses: list[Piece]) -> Iterable[tuple[bool, Piece]]:
@@ -109,13 +111,14 @@ def _in_time_order(requests: list[Piece], responses: list[Piece]) -> Iterable[tu
 
 def _merged(requests: list[Piece], responses: list[Piece]) -> Iterator[tuple[bool, Piece]]:
     """On equal times the request goes first: it cannot follow its response."""
-    i = j = 0
-    while i < len(requests) and j < len(responses):
-        if requests[i].time_ns <= responses[j].time_ns:
-            yield True, requests[i]
+    i, j, request_count, response_count = 0, 0, len(requests), len(responses)
+    while i < request_count and j < response_count:
+        request, response = requests[i], responses[j]
+        if request[3] <= response[3]:  # time_ns
+            yield True, request
             i += 1
         else:
-            yield False, responses[j]
+            yield False, response
             j += 1
     yield from zip(repeat(True), requests[i:])
     yield from zip(repeat(False), responses[j:])

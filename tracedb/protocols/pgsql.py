@@ -12,7 +12,8 @@ things that are not PostgreSQL at all:
   message's payload; after a gap elsewhere, or a header that cannot be one
   (unknown type, length out of bounds for it), the parser searches for the
   next plausible header and takes the message there only if its payload is
-  well formed.
+  well formed. Whole messages in a syscall's bytes, the usual case, are
+  taken from them directly, without the step loop.
 - The decoders read payloads into values; `sql_literal` and `render_error`
   turn values into text.
 - `PgsqlStitcher` follows the conversation: statements and portals by name,
@@ -39,6 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import NamedTuple
 
 from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
 
@@ -90,10 +92,12 @@ _UINT16 = struct.Struct(">H")
 _INT32 = struct.Struct(">i")
 _UINT32 = struct.Struct(">I")
 _UNTAGGED_HEAD = struct.Struct(">ii")
+_HEADER = struct.Struct(">Bi")  # a tagged message's type byte and length
+_TERMINATE = ord("X")  # the type byte of a client's last message
 _FIELD_TAIL = struct.Struct(">IhIhih")  # a RowDescription field after its name
 
 
-@dataclass
+@dataclass(slots=True)  # made for every message: slots make that and reading it quicker
 class PgMessage:
     """One protocol message. `payload` is what follows the length field (for
     an untagged message it begins with the int32 code); it is shorter than
@@ -127,6 +131,19 @@ def _untagged_kind(length: int, code: int) -> str | None:
     return None
 
 
+def _header_kinds(lengths: dict[str, tuple[int, int]]) -> tuple[tuple[str, int, int] | None, ...]:
+    """Type byte -> (tag, least length, greatest length), None for a byte
+    that is no type: one index instead of chr() and a dict lookup per header."""
+    kinds: list[tuple[str, int, int] | None] = [None] * 256
+    for tag, (low, high) in lengths.items():
+        kinds[ord(tag)] = (tag, low, high)
+    return tuple(kinds)
+
+
+_FRONTEND_KINDS = _header_kinds(FRONTEND_LENGTHS)
+_BACKEND_KINDS = _header_kinds(BACKEND_LENGTHS)
+
+
 def _header_search(lengths: dict[str, tuple[int, int]], decoders: dict) -> re.Pattern[bytes]:
     """Finds a type byte with a decoder (one whose payload has a structure to
     check) followed by the first two bytes of a length up to RESYNC_MAX_LENGTH."""
@@ -156,7 +173,7 @@ class PgsqlParser(TimedInput):
         self.resyncs = 0  # times the framing was lost (a gap, or a bad header in step)
         self.truncated = 0  # messages delivered without all their payload
         self.stopped = False
-        self._lengths = FRONTEND_LENGTHS if is_request else BACKEND_LENGTHS
+        self._kinds = _FRONTEND_KINDS if is_request else _BACKEND_KINDS
         self._search_header = _FRONTEND_SEARCH if is_request else _BACKEND_SEARCH
         self._candidate = True  # tracing may have begun mid-message
         # The message in progress.
@@ -173,13 +190,26 @@ class PgsqlParser(TimedInput):
 
     def feed(self, data: bytes, timestamp_ns: int) -> list[PgMessage]:
         """Parse the next bytes of the stream, carried by a syscall at
-        timestamp_ns; return the messages they complete, in order."""
+        timestamp_ns; return the messages they complete, in order.
+
+        Whole messages at a message boundary are taken straight from data
+        (the fast path); everything else goes through the step loop, which
+        takes data only up to the end of the message in progress when that
+        is known, so that the fast path can go on from there."""
         if self.stopped or not data:
             return []
-        self._append_input(data, timestamp_ns)
         done: list[PgMessage] = []
-        self._run(done)
-        self._compact()
+        pos = 0
+        while pos < len(data) and not self.stopped:
+            if self._at_boundary():
+                pos = self._take_whole_messages(data, pos, timestamp_ns, done)
+                if pos == len(data) or self.stopped:
+                    break
+            end = pos + self._stepwise_share(len(data) - pos)
+            self._append_input(data[pos:end] if pos or end < len(data) else data, timestamp_ns)  # no copy if all
+            self._run(done)
+            self._compact()
+            pos = end
         return done
 
     def gap(self, lost_bytes: int, timestamp_ns: int = 0) -> list[PgMessage]:
@@ -220,6 +250,45 @@ class PgsqlParser(TimedInput):
     @property
     def buffered_bytes(self) -> int:
         return len(self._buf) - self._pos + len(self._kept)
+
+    # The fast path: most syscalls carry whole messages, and most streams
+    # are framed from their first message on. Taking such messages straight
+    # from a syscall's bytes spares each its steps, its trip through the
+    # buffer and its timestamp lookups.
+
+    def _at_boundary(self) -> bool:
+        """Whether the next byte of the stream begins a message whose header
+        needs no more checks than its length bounds, with nothing buffered."""
+        return self._step is PgsqlParser._step_header and not self._candidate and self._pos == len(self._buf)
+
+    def _take_whole_messages(self, data: bytes, pos: int, timestamp_ns: int, done: list[PgMessage]) -> int:
+        """Deliver the whole messages of data from pos, a message boundary,
+        without the step loop: all came with this syscall, so they share its
+        timestamp. Return where the step loop is to go on: at the first
+        message that is not whole, whose header is bad, or that is too long
+        to keep."""
+        kinds, size = self._kinds, len(data)
+        while size - pos >= 5:
+            type_byte, length = _HEADER.unpack_from(data, pos)
+            kind = kinds[type_byte]
+            end = pos + 1 + length
+            if kind is None or not kind[1] <= length <= kind[2] or end > size or length - 4 > MAX_KEPT:
+                break
+            done.append(PgMessage(kind[0], data[pos + 5 : end], length - 4, timestamp_ns, timestamp_ns))
+            pos = end
+            if self.is_request and type_byte == _TERMINATE:  # as in _deliver
+                self.stop()
+                break
+        return pos
+
+    def _stepwise_share(self, available: int) -> int:
+        """How many of the next available bytes the step loop is to take: those
+        that finish the payload in progress of a framed stream (at least one,
+        or the step would have delivered it), so that the fast path can take
+        the messages after it; otherwise all."""
+        if self._step is PgsqlParser._step_payload and not self._candidate:
+            return min(available, self._pos + self._header_len + self._size - len(self._buf))
+        return available
 
     # The loop and its bookkeeping
 
@@ -305,14 +374,13 @@ class PgsqlParser(TimedInput):
         buf, pos = self._buf, self._pos
         if len(buf) - pos < 5:
             return False
-        tag = chr(buf[pos])
-        length = _INT32.unpack_from(buf, pos + 1)[0]
-        bounds = self._lengths.get(tag)
-        if bounds is None or not bounds[0] <= length <= bounds[1]:
+        type_byte, length = _HEADER.unpack_from(buf, pos)
+        kind = self._kinds[type_byte]
+        if kind is None or not kind[1] <= length <= kind[2]:
             raise Malformed
         if self._candidate and length > RESYNC_MAX_LENGTH:
             raise Malformed
-        self._begin(tag, length, header_len=5)
+        self._begin(kind[0], length, header_len=5)
         return self._step(self, done)  # the payload is often buffered already
 
     def _step_payload(self, done: list[PgMessage]) -> bool:
@@ -403,22 +471,32 @@ class _Reader:
         return self.data[self._take(1)]
 
     def int16(self) -> int:
-        return self.unpack(_INT16)[0]
+        return _INT16.unpack_from(self.data, self._take(2))[0]
 
     def uint16(self) -> int:
-        return self.unpack(_UINT16)[0]
+        return _UINT16.unpack_from(self.data, self._take(2))[0]
 
     def int32(self) -> int:
-        return self.unpack(_INT32)[0]
+        return _INT32.unpack_from(self.data, self._take(4))[0]
 
     def uint32(self) -> int:
-        return self.unpack(_UINT32)[0]
+        return _UINT32.unpack_from(self.data, self._take(4))[0]
 
     def raw(self, n: int) -> bytes:
         if self.truncated and 0 <= len(self.data) - self.pos < n:
             n = len(self.data) - self.pos  # as far as it goes; the next field is cut
         start = self._take(n)
         return self.data[start : start + n]
+
+    def values(self, into: list[bytes | None]) -> None:
+        """An int16 count, then that many values, each an int32 length (-1:
+        NULL) and its bytes; appended to into as they are read, so that a
+        caller that catches _Cut keeps those before the cut."""
+        count = self.uint16()
+        whole, self.pos = _whole_values(self.data, self.pos, count)
+        into += whole
+        for _ in range(count - len(whole)):  # a value cut short or malformed: the reads of one field tell which
+            into.append(_value(self))
 
     def cstring(self) -> str:
         data, start = self.data, self.pos
@@ -438,7 +516,7 @@ class _Reader:
             raise Malformed
 
 
-@dataclass
+@dataclass(slots=True)
 class BindMessage:
     portal: str
     statement: str
@@ -448,8 +526,7 @@ class BindMessage:
     cut: bool = False  # the message was truncated: parameters after `params` are missing
 
 
-@dataclass(frozen=True)
-class Column:
+class Column(NamedTuple):  # a frozen dataclass takes several times as long to make
     name: str
     type_oid: int
 
@@ -457,6 +534,36 @@ class Column:
 def _value(r: _Reader) -> bytes | None:
     size = r.int32()
     return None if size == -1 else r.raw(size)
+
+
+def _whole_values(data: bytes, pos: int, count: int) -> tuple[list[bytes | None], int]:
+    """Up to count values at data[pos:], each an int32 length (-1: NULL) and
+    its bytes, as many as are whole and well formed, read without a call
+    each; and where they end."""
+    values: list[bytes | None] = []
+    end = len(data)
+    while count and pos + 4 <= end:
+        size = _INT32.unpack_from(data, pos)[0]
+        if size == -1:
+            values.append(None)
+            pos += 4
+        elif 0 <= size <= end - pos - 4:
+            values.append(data[pos + 4 : pos + 4 + size])
+            pos += 4 + size
+        else:
+            break
+        count -= 1
+    return values, pos
+
+
+def _whole_row(payload: bytes) -> list[bytes | None] | None:
+    """A DataRow's values if its payload is exactly them, the usual case, in
+    one call; None if not, for its decoder to tell what else it is."""
+    if len(payload) < 2:
+        return None
+    count = _UINT16.unpack_from(payload)[0]
+    values, end = _whole_values(payload, 2, count)
+    return values if end == len(payload) and len(values) == count else None
 
 
 def _decode_nothing(r: _Reader) -> None:
@@ -480,6 +587,10 @@ def _decode_startup(r: _Reader) -> dict[str, str]:
 
 
 def _decode_cstring(r: _Reader) -> str:
+    data = r.data
+    nul = data.find(0)
+    if nul >= 0 and nul == len(data) - 1:  # the usual case, in one search
+        return data[:nul].decode("utf-8", "replace")  # as _text does, without the call
     text = r.cstring()
     r.end()
     return text
@@ -499,8 +610,7 @@ def _decode_bind(r: _Reader) -> BindMessage:
     bind = BindMessage(r.cstring(), r.cstring(), [], [], [])
     try:
         bind.param_formats = [r.int16() for _ in range(r.uint16())]
-        for _ in range(r.uint16()):
-            bind.params.append(_value(r))
+        r.values(bind.params)
         bind.result_formats = [r.int16() for _ in range(r.uint16())]
     except _Cut:
         bind.cut = True
@@ -530,8 +640,7 @@ def _decode_function_call(r: _Reader) -> tuple[int, list[int], list[bytes | None
     formats = [r.int16() for _ in range(r.uint16())]
     args: list[bytes | None] = []
     try:  # lo_write's data may be long enough to be truncated
-        for _ in range(r.uint16()):
-            args.append(_value(r))
+        r.values(args)
         result_format = r.int16()
     except _Cut:
         result_format = 1  # not seen; the large-object functions are called for binary results
@@ -589,8 +698,7 @@ def _decode_parameter_description(r: _Reader) -> list[int]:
 def _decode_data_row(r: _Reader) -> list[bytes | None]:
     values: list[bytes | None] = []
     try:
-        for _ in range(r.uint16()):
-            values.append(_value(r))
+        r.values(values)
     except _Cut:
         pass
     r.end()
@@ -661,7 +769,7 @@ def decode(is_request: bool, msg: PgMessage) -> object:
     decoder = (FRONTEND_DECODERS if is_request else BACKEND_DECODERS).get(msg.tag)
     if decoder is None:
         raise Malformed
-    return decoder(_Reader(msg.payload, msg.truncated))
+    return decoder(_Reader(msg.payload, len(msg.payload) < msg.size))  # msg.truncated, without a call
 
 
 def well_formed(is_request: bool, msg: PgMessage) -> bool:
@@ -689,7 +797,7 @@ def _cut(text: str, limit: int) -> str:
 
 def _text_prefix(raw: bytes, limit: int) -> str:
     if len(raw) <= limit:
-        return _text(raw)
+        return raw.decode("utf-8", "replace")  # as _text does, without the call: this is per value
     return raw[:limit].decode("utf-8", "ignore") + "…"  # "ignore": the cut may split a character
 
 
@@ -847,6 +955,9 @@ class _Answer:
     CommandComplete tag (or error) in order, a result's column names and
     first rows after its tag, one per line."""
 
+    __slots__ = ("_lines", "_results", "_rows", "_rows_chars", "_rows_omitted", "columns", "data_limit", "end_ns",
+                 "messages", "result_formats")
+
     def __init__(self, data_limit: int, result_formats: list[int] | None = None) -> None:
         self.data_limit = data_limit
         self.result_formats = result_formats or []
@@ -882,7 +993,7 @@ class _Answer:
         """A result ended with this tag."""
         lines = [tag]
         if self.data_limit and self.columns:
-            lines.append("(" + ", ".join(c.name for c in self.columns) + ")")
+            lines.append("(" + ", ".join([c.name for c in self.columns]) + ")")  # a list is joined faster
         lines += self._rows
         if self._rows_omitted and self.data_limit:
             lines.append("…")
@@ -905,7 +1016,7 @@ class _Answer:
         return "\n".join(lines)
 
 
-@dataclass
+@dataclass(slots=True)  # the objects made per request have slots: quicker to make and to read
 class _Call:
     """A client request that makes a row: a Query, an Execute or a FunctionCall."""
 
@@ -920,7 +1031,7 @@ class _Call:
         return f"{self.sql} {self.params}" if self.params else self.sql
 
 
-@dataclass
+@dataclass(slots=True)
 class _Batch:
     """Extended-protocol messages up to a Sync, whose ReadyForQuery ends their answers."""
 
@@ -941,7 +1052,7 @@ class _Batch:
             self.answers.append(name)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     """A client message waiting for its answer."""
 
@@ -961,6 +1072,8 @@ _WAITED_KINDS = {STARTUP, "Q", "F"}  # ... and whose answer clients wait for bef
 _ASYNC_ANSWERS = {"N", "A", "S"}  # notices, notifications, parameter changes: at any time, answering nothing
 _RESULT_TAGS = {"T", "D", "C", "I", "E", "V", "s", "G", "H", "W", "d", "c"}
 _COPY_TAGS = {"G", "H", "W", "d", "c"}  # copy answers: the CommandComplete tag counts the rows
+# Request kind -> the answers that only add to its call's answer and leave it waiting.
+_FILLING = {"Q": _RESULT_TAGS, "F": _RESULT_TAGS, "E": {"D"} | _COPY_TAGS}
 
 
 def _remember(registry: dict, name: str, value: object) -> None:
@@ -1012,6 +1125,7 @@ class PgsqlStitcher:
         self._skip_to_sync = False  # the server discards the client's batch after an error
         self._lost_at: int | None = None  # answers were lost; the time of the syscall that lost them
         self._rows: list[dict] = []
+        self._last_decoded: dict[str, tuple[bytes, object]] = {}  # tag -> payload and values, see _decode_repeated
 
     def take_rows(self) -> list[dict]:
         rows, self._rows = self._rows, []
@@ -1024,6 +1138,18 @@ class PgsqlStitcher:
             if not msg.truncated:
                 self.malformed += 1
             return default
+
+    def _decode_repeated(self, msg: PgMessage) -> object:
+        """The values of a server message that a connection repeats byte for
+        byte (RowDescription, CommandComplete): the last of each tag is kept,
+        and its values shared (they are never changed)."""
+        last = self._last_decoded.get(msg.tag)
+        if last is not None and last[0] == msg.payload:
+            return last[1]
+        value = self._decode(False, msg)
+        if value is not None and not msg.truncated:
+            self._last_decoded[msg.tag] = (msg.payload, value)
+        return value
 
     def _queue(self, item: _Pending) -> None:
         self._pending.append(item)
@@ -1146,6 +1272,11 @@ class PgsqlStitcher:
             self._lost_at = time_ns
 
     def add_response(self, msg: PgMessage) -> None:
+        head = self._pending[0] if self._pending else None
+        if (head is not None and msg.tag in _FILLING.get(head.kind, ()) and self._lost_at is None
+                and msg.start_ns >= head.start_ns):
+            self._fill(head.call, msg)  # the usual case: what the loop below comes to, without the dispatch
+            return
         if msg.tag in _ASYNC_ANSWERS:
             return
         while True:
@@ -1209,9 +1340,9 @@ class PgsqlStitcher:
         if tag == "D":
             self._data_row(call, msg)
         elif tag == "T":
-            answer.columns = self._decode(False, msg)
+            answer.columns = self._decode_repeated(msg)
         elif tag == "C":
-            answer.complete(self._decode(False, msg) or "?")
+            answer.complete(self._decode_repeated(msg) or "?")
         elif tag == "I":
             answer.complete("EMPTY QUERY")
         elif tag == "s":
@@ -1227,7 +1358,9 @@ class PgsqlStitcher:
         if not answer.wants_row():
             answer.skip_row()
             return
-        values = self._decode(False, msg)
+        values = _whole_row(msg.payload)
+        if values is None:
+            values = self._decode(False, msg)
         if values is not None:
             answer.add_row(values)
 
@@ -1285,7 +1418,7 @@ class PgsqlStitcher:
             return False
         self._pending.popleft()
         head.batch.answered("RowDescription" if tag == "T" else "NoData")
-        columns = self._decode(False, msg) if tag == "T" else []
+        columns = self._decode_repeated(msg) if tag == "T" else []
         if target is not None and columns is not None:
             target.columns = columns
         return True

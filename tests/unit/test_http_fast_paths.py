@@ -120,3 +120,55 @@ def test_the_head_cache_is_bounded_and_drops_the_oldest(monkeypatch):
     assert http._parse_head(heads[-1] + b"x", False) is None  # a request head is no response head
     assert http._parse_head(b"GET /big HTTP/1.1\r\nX: " + b"x" * http.CACHED_HEAD_BYTES + b"\r\n\r\n", True)
     assert len(http._CACHED_HEADS[True]) == 3, "large heads are parsed, not kept"
+
+
+def no_steps(monkeypatch):
+    def steps(self, done):
+        raise AssertionError("the steps ran")
+
+    monkeypatch.setattr(HttpParser, "_run", steps)
+
+
+def test_a_head_whose_body_follows_uncaptured_skips_the_steps(monkeypatch):
+    """nginx's sendfile(): the head in one syscall, the body a hole."""
+    parser = HttpParser(is_request=False)
+    parser.expect_response_to("GET")
+    no_steps(monkeypatch)
+    assert parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 612\r\n\r\n", 5) == []
+    (msg,) = parser.gap(612, 7)
+    assert (msg.status, msg.body, msg.body_size, msg.start_ns, msg.end_ns) == (200, b"", 612, 5, 7)
+    assert parser.buffered_bytes == 0
+
+
+def test_the_answered_method_decides_a_whole_response(monkeypatch):
+    parser = HttpParser(is_request=False)
+    for method in ("HEAD", "GET", "GET"):
+        parser.expect_response_to(method)
+    no_steps(monkeypatch)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    msgs = parser.feed(head + head + b"ok" + interim + head + b"ok", 1)  # to HEAD: no body
+    assert [(m.status, m.body) for m in msgs] == [(200, b""), (200, b"ok"), (100, b""), (200, b"ok")]
+    assert not parser._methods
+
+
+@pytest.mark.parametrize("stream, paths, errors", [
+    (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n", ["/a", "/b"], 0),  # pipelined
+    (b"GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHo", ["/a"], 0),  # the second one split
+    (b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n\r\nGET /d HTTP/1.1\r\n\r\n",
+     ["/c", "/d"], 0),  # chunked: the steps, then the next message
+    (b"POST /e HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello", [], 0),  # the body goes on
+    (b"GET /f HTTP/1.1\nHost: h\n\n", ["/f"], 0),  # bare LFs
+    (b"GET /g HTTP/1.1\r\nBad Name: v\r\n\r\nGET /h HTTP/1.1\r\n\r\n", ["/h"], 1),
+])
+def test_what_the_shortcut_leaves_to_the_steps(stream, paths, errors):
+    parser = HttpParser(is_request=True, body_limit=4)
+    assert [m.path for m in parser.feed(stream, 1)] == paths
+    assert parser.parse_errors == errors
+
+
+def test_a_body_larger_than_its_chunk_goes_on_in_the_steps():
+    parser = HttpParser(is_request=True, body_limit=4)
+    assert parser.feed(b"POST /e HTTP/1.1\r\nContent-Length: 10\r\n\r\nhello", 1) == []
+    (msg,) = parser.feed(b"world", 2)
+    assert (msg.body, msg.body_size, msg.start_ns, msg.end_ns) == (b"hell", 10, 1, 2)

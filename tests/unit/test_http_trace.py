@@ -9,6 +9,10 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 HEAD_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"
 
 
+def rows(conn: Connection) -> list[dict]:
+    return [dict(zip(conn.trace.row_fields, row, strict=True)) for row in conn.trace.take_rows()]
+
+
 def server_connection() -> Connection:
     conn = Connection(
         conn_id=9, upid="5:50", pid=5, family=2,
@@ -26,12 +30,12 @@ def test_requests_and_responses_pair_in_time_order_across_directions():
     recv.add(len(REQUEST), len(HEAD), HEAD, 200)  # HEAD: its response has no body
     send.add(len(RESPONSE), len(HEAD_RESPONSE), HEAD_RESPONSE, 250)
     conn.feed_trace()
-    rows = conn.trace.take_rows()
-    assert [(r["req_method"], r["req_path"], r["resp_status"], r["resp_body"], r["resp_body_size"]) for r in rows] == [
+    taken = rows(conn)
+    assert [(r["req_method"], r["req_path"], r["resp_status"], r["resp_body"], r["resp_body_size"]) for r in taken] == [
         ("GET", "/a", 200, "hel", 5),
         ("HEAD", "/b", 200, "", 0),
     ]
-    assert [(r["time_ns"], r["latency"]) for r in rows] == [(100, 50), (200, 50)]
+    assert [(r["time_ns"], r["latency"]) for r in taken] == [(100, 50), (200, 50)]
     assert conn.columns()["trace_role"] == "server"
 
 
@@ -42,7 +46,7 @@ def test_uncaptured_body_bytes_are_counted_not_lost():
     conn.streams[Direction.SEND].add(0, len(head), head, 2)
     conn.streams[Direction.SEND].add(len(head), 100000, b"", 3)  # sendfile(): counted, not copied
     conn.feed_trace()
-    (row,) = conn.trace.take_rows()
+    (row,) = rows(conn)
     assert (row["resp_body_size"], row["latency"]) == (100000, 2)
     assert conn.take_new_parse_errors() == 0
 
@@ -53,6 +57,6 @@ def test_malformed_request_is_counted_and_the_next_one_parses():
     conn.streams[Direction.RECV].add(0, len(junk) + len(REQUEST), junk + REQUEST, 1)
     conn.streams[Direction.SEND].add(0, len(RESPONSE), RESPONSE, 2)
     conn.feed_trace()
-    assert [r["req_path"] for r in conn.trace.take_rows()] == ["/a"]
+    assert [r["req_path"] for r in rows(conn)] == ["/a"]
     assert conn.take_new_parse_errors() == 1
     assert conn.take_new_parse_errors() == 0, "each error is reported once"

@@ -223,6 +223,20 @@ def test_table_columns_match_rows_built_one_by_one(monkeypatch):
     assert columns.take_batch().num_rows == 0
 
 
+def test_rows_as_tuples_of_row_fields_match_rows_as_dicts():
+    clock = SocketTracer().clock
+    common = {"upid": "1:2", "pid": 1, "remote_addr": "::1", "remote_port": 5, "local_addr": "::1",
+              "local_port": 80, "trace_role": "server", "encrypted": False, "conn_id": 3}
+    fields = ("latency", "time_ns", "req_path")  # any order; columns left out are null
+    rows = [(i, 1_000 * i, f"/{i}") for i in range(5)]
+    as_tuples, as_dicts = _TableColumns("http_events", clock, fields), _TableColumns("http_events", clock)
+    as_tuples.add(rows, common)
+    as_dicts.add([dict(zip(fields, row)) for row in rows], common)
+    assert as_tuples.take_batch().equals(as_dicts.take_batch())
+    assert as_tuples.take_batch().num_rows == 0
+    assert connector_module.ROW_FIELDS["http_events"][0] == "time_ns"
+
+
 @pytest.mark.parametrize("table", connector_module.TABLES)
 def test_every_protocol_table_takes_rows_column_by_column(table):
     columns = _TableColumns(table, SocketTracer().clock)

@@ -115,12 +115,17 @@ class PairedTrace(ABC):
     return the messages they complete. A subclass sets `table`, turns those
     messages into rows in `_add` (appending them to `_rows`, or overriding
     `take_rows`), and says what a close does and what counts as a parse error.
+    Rows are dicts by column name, or tuples of the columns in `row_fields`
+    if the subclass sets it: cheaper to build and to turn into columns, for
+    protocols with many rows.
     """
+
+    row_fields: tuple[str, ...] | None = None
 
     def __init__(self, requests, responses) -> None:
         self.requests = requests
         self.responses = responses
-        self._rows: list[dict] = []
+        self._rows: list[dict] | list[tuple] = []
 
     def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
         parser = self.requests if request_side else self.responses
@@ -130,7 +135,7 @@ class PairedTrace(ABC):
         parser = self.requests if request_side else self.responses
         self._add(request_side, parser.gap(lost_bytes, time_ns))
 
-    def take_rows(self) -> list[dict]:
+    def take_rows(self) -> list[dict] | list[tuple]:
         rows, self._rows = self._rows, []
         return rows
 

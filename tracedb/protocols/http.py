@@ -24,10 +24,14 @@ not kept.
 Speed: traced traffic repeats itself (the same clients send the same header
 sections, a server answers with the same ones), so a start line and header
 section that arrive whole, with CRLF line ends, are parsed in one go and the
-result is cached by their bytes (`_parse_head`), as is the JSON of a header
-list. A chunk that begins at a message start and holds whole messages
-(usually one syscall, one message) is parsed without the steps at all.
-Anything else takes the step-by-step path, which these shortcuts agree with.
+result, an `HttpHead` with what every message of that head shares (its
+fields' JSON, the body length they give), is cached by their bytes
+(`_parse_head`); a message is its head plus times and body. A chunk that
+begins at a message start and holds whole messages (usually one syscall, one
+message; or a response's head whose body follows uncaptured, as sendfile()
+sends it) is parsed without the steps at all. Anything else takes the
+step-by-step path, which these shortcuts agree with. HttpTrace's rows are
+tuples (`row_fields`), cheaper than dicts to build and to turn into columns.
 
 A protocol switch (101 Switching Protocols, or a 2xx answer to CONNECT) ends
 HTTP on the connection. The response parser sees it and sets `switched`; the
@@ -51,9 +55,9 @@ MAX_HEADERS = 200
 CHUNK_LINE_LIMIT = 4096  # a chunk-size line with its extensions
 MAX_LENGTH = 2**63 - 1  # a larger Content-Length would not fit http_events' int64 body_size
 MAX_PENDING_METHODS = 1024  # request methods a response parser remembers (for HEAD)
-# Parses of distinct heads (start line + header section) kept, of heads up to
-# CACHED_HEAD_BYTES; JSON texts of distinct header lists kept. Worst case,
-# heads near HEAD_LIMIT, the JSON cache holds ~2 * 256 * HEAD_LIMIT bytes.
+# Parses of distinct heads (start line + header section) kept per direction,
+# of heads up to CACHED_HEAD_BYTES; JSON texts of distinct header lists kept.
+# Worst case, heads near HEAD_LIMIT, the JSON cache holds ~2 * 256 * HEAD_LIMIT bytes.
 CACHED_HEADS = 256
 CACHED_HEAD_BYTES = 4096
 CACHED_HEADERS_JSON = 256
@@ -93,7 +97,7 @@ class HttpHead(NamedTuple):
     path: str = ""
     status: int = 0  # responses
     reason: str = ""
-    interim: bool = False  # a 1xx response but 101: the final response follows
+    interim: bool = False  # a 1xx response but 101, the final one follows (from status, when parsed)
     headers: tuple[tuple[str, str], ...] = ()  # in order, names as sent
     headers_json: str = "{}"  # as http_events has them
     framing: _Framing | None = None  # None until the header section is parsed
@@ -252,12 +256,9 @@ class HttpParser(TimedInput):
             head = heads.get(raw) or _parse_head(raw, self.is_request)
             if head is None:
                 break
-            # As _answered_method would give it: a response's own, "" for a request.
-            method = methods[0] if methods else ""
-            if method in _ANSWER_FRAMING_METHODS:
-                length = _length_if_known(False, head.status, method, head.framing)
-            else:
-                length = head.plain_length
+            length = head.plain_length
+            if methods and methods[0] in _ANSWER_FRAMING_METHODS:  # the answered method, as _answered_method tells
+                length = _length_if_known(False, head.status, methods[0], head.framing)
             if length is None:
                 break
             if methods and not head.interim:
@@ -301,13 +302,14 @@ class HttpParser(TimedInput):
         self._chunked = False
         self._start_line_bytes = 0  # counted with the header section against HEAD_LIMIT
         self._remaining = 0  # bytes left of a Content-Length body or of a chunk
-        self._goto(HttpParser._step_start_line)
+        self._step, self._scan_from = HttpParser._step_start_line, 0  # as _goto does (inlined: every message)
 
     def _finish(self, done: list[HttpMessage]) -> None:
         self._finish_at(self._time_at(self._pos - 1), done)
 
     def _finish_at(self, end_ns: int, done: list[HttpMessage]) -> None:
-        message = (self._head, self._start_ns, end_ns, bytes(self._body), self._body_size, self._chunked)
+        body = bytes(self._body) if self._body else b""  # usually none kept (sent with sendfile()): no copy
+        message = (self._head, self._start_ns, end_ns, body, self._body_size, self._chunked)
         done.append(_new_tuple(HttpMessage, message))
         self._begin_message()
 
@@ -779,6 +781,9 @@ def latency_ns(req: HttpMessage, resp: HttpMessage) -> int:
 
 class HttpTrace(PairedTrace):
     table = "http_events"
+    row_fields = ("time_ns", "major_version", "minor_version", "req_headers", "req_method", "req_path", "req_body",
+                  "req_body_size", "resp_headers", "resp_status", "resp_message", "resp_body", "resp_body_size",
+                  "latency")
 
     def __init__(self, body_limit: int):
         super().__init__(
@@ -791,15 +796,30 @@ class HttpTrace(PairedTrace):
     def parse_errors(self) -> int:
         return self.requests.parse_errors + self.responses.parse_errors + self.stitcher.unmatched_responses
 
+    def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None:
+        # PairedTrace's, without the dispatch through _add: nearly every event
+        # comes this way, and many (a response's head, its body follows) end
+        # no message.
+        if request_side:
+            requests = self.requests.feed(data, time_ns)
+            if requests:
+                self._add_requests(requests)
+        else:
+            responses = self.responses.feed(data, time_ns)
+            if responses:
+                self._add_responses(responses)
+
     def _add(self, request_side: bool, messages: list[HttpMessage]) -> None:
-        if not messages:  # as after most syscalls that end no message: nothing to do
-            return
-        if not request_side:
+        if request_side:
+            self._add_requests(messages)
+        else:
             self._add_responses(messages)
-            return
-        for request in messages:
-            self.responses.expect_response_to(request.head.method)
-        self.stitcher.add_requests(messages)
+
+    def _add_requests(self, requests: list[HttpMessage]) -> None:
+        expect_response_to = self.responses.expect_response_to
+        for request in requests:
+            expect_response_to(request.head.method)
+        self.stitcher.add_requests(requests)
 
     def on_close(self, time_ns: int) -> None:
         self._add_responses(self.responses.close(time_ns))
@@ -809,21 +829,10 @@ class HttpTrace(PairedTrace):
             self.requests.switch_protocols()
         for req, resp in self.stitcher.add_responses(responses):
             req_head, resp_head = req.head, resp.head
-            self._rows.append(
-                {
-                    "time_ns": req.start_ns,
-                    "major_version": req_head.major,
-                    "minor_version": req_head.minor,
-                    "req_headers": req_head.headers_json,
-                    "req_method": req_head.method,
-                    "req_path": req_head.path,
-                    "req_body": req.body.decode("utf-8", "replace"),
-                    "req_body_size": req.body_size,
-                    "resp_headers": resp_head.headers_json,
-                    "resp_status": resp_head.status,
-                    "resp_message": resp_head.reason,
-                    "resp_body": resp.body.decode("utf-8", "replace"),
-                    "resp_body_size": resp.body_size,
-                    "latency": latency_ns(req, resp),
-                }
-            )
+            self._rows.append((  # row_fields
+                req.start_ns, req_head.major, req_head.minor, req_head.headers_json, req_head.method, req_head.path,
+                req.body.decode("utf-8", "replace"), req.body_size,
+                resp_head.headers_json, resp_head.status, resp_head.reason,
+                resp.body.decode("utf-8", "replace"), resp.body_size,
+                latency_ns(req, resp),
+            ))

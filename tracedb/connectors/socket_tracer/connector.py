@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import repeat
-from operator import itemgetter
 
 import numpy as np
 import pyarrow as pa
@@ -48,7 +47,7 @@ from tracedb.connectors.socket_tracer.events import (
     endpoint,
     split_data_events,
 )
-from tracedb.connectors.socket_tracer.protocols import TABLES
+from tracedb.connectors.socket_tracer.protocols import TABLES, TRACES
 from tracedb.kernel import btf
 from tracedb.schema import get_schema
 
@@ -89,6 +88,8 @@ CONN_BACKLOG_BYTES = 16 << 20
 ARROW_EVERY_ROWS = 2048  # rows of a table converted at once: ~10 ms
 # The connection event fields a slice applies (with the id's conn_id and role).
 CONN_EVENT_FIELDS = ("kind", "protocol", "time_ns", "bytes_sent", "bytes_recv")
+# The layout of each protocol table's rows as its traces give them: tuples of these fields, or dicts (None).
+ROW_FIELDS = {trace.table: getattr(trace, "row_fields", None) for trace in TRACES.values()}
 # The data event fields a slice routes to connections.
 ROUTED_FIELDS = ("conn_id", "pos", "size", "time_ns", "direction", "protocol", "role", "peer_family")
 
@@ -151,7 +152,8 @@ class SocketTracer(Connector):
         self.data_ring: RawRing | None = None
         # Closes waiting for their data: (data events drained when the close was seen, connection, time).
         self._closing: deque[tuple[int, Connection, int]] = deque()
-        self._tables = {table: _TableColumns(table, self.clock) for table in TABLES}  # rows since the last push
+        # Rows since the last push.
+        self._tables = {table: _TableColumns(table, self.clock, ROW_FIELDS[table]) for table in TABLES}
         self._abandoned = 0  # events still waiting at stop(), never decoded
         self._kernel_lost = dict.fromkeys(LOST_SLOTS, 0)  # as last read
         self._last_reap = time.monotonic()
@@ -370,18 +372,20 @@ class _TableColumns:
 
     Converting Python values is most of the cost of a row, so what can be is
     converted once: a connection's columns from one value per `add` (each
-    row takes its connection's by index), `time_ns` with numpy."""
+    row takes its connection's by index), `time_ns` with numpy. Rows come as
+    dicts, or as tuples of `row_fields` (see PairedTrace)."""
 
-    def __init__(self, table: str, clock: BootClock):
+    def __init__(self, table: str, clock: BootClock, row_fields: tuple[str, ...] | None = None):
         self.schema = get_schema(table).arrow_schema
         self.common = [name for name in COMMON_COLUMNS if name in self.schema.names]
         self.own = [name for name in self.schema.names if name != "time_" and name not in COMMON_COLUMNS]
+        self.row_fields = row_fields
         self.clock = clock
-        self._parts: list[tuple[list[dict], dict]] = []  # rows not yet in Arrow, with their connection's columns
+        self._parts: list[tuple[list, dict]] = []  # rows not yet in Arrow, with their connection's columns
         self._rows = 0
         self._batches: list[pa.RecordBatch] = []
 
-    def add(self, rows: list[dict], common: dict) -> None:
+    def add(self, rows: list[dict] | list[tuple], common: dict) -> None:
         """Rows of a trace (their own columns and time_ns) and the columns of their connection."""
         self._parts.append((rows, common))
         self._rows += len(rows)
@@ -394,11 +398,19 @@ class _TableColumns:
         part_of_row = pa.array(np.repeat(np.arange(len(parts)), [len(part_rows) for part_rows, _ in parts]))
         columns = {name: pa.array([common[name] for _, common in parts], self.schema.field(name).type).take(part_of_row)
                    for name in self.common}
-        # A column a trace leaves out of its rows is null, as with from_pylist.
-        columns.update({name: list(map(dict.get, rows, repeat(name))) for name in self.own})
-        times_ns = np.fromiter(map(itemgetter("time_ns"), rows), np.int64, len(rows))
-        columns["time_"] = self.clock.boot_ns_to_epoch_us(times_ns)
+        columns.update(self._own_columns(rows))
+        columns["time_"] = self.clock.boot_ns_to_epoch_us(np.array(columns.pop("time_ns"), dtype=np.int64))
         self._batches.append(pa.RecordBatch.from_pydict(columns, schema=self.schema))
+
+    def _own_columns(self, rows: list[dict] | list[tuple]) -> dict[str, list]:
+        """The values of time_ns and of the table's own columns; a column a
+        trace leaves out of its rows is null, as with from_pylist."""
+        if self.row_fields is None:
+            return {name: list(map(dict.get, rows, repeat(name))) for name in ("time_ns", *self.own)}
+        columns = {name: [None] * len(rows) for name in self.own}
+        values = zip(*rows) if rows else [()] * len(self.row_fields)
+        columns.update(zip(self.row_fields, map(list, values)))
+        return columns
 
     def take_batch(self) -> pa.RecordBatch:
         """Every row added since the last take, as one batch."""

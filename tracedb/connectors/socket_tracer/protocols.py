@@ -28,10 +28,11 @@ class Trace(TypingProtocol):
     def on_bytes(self, request_side: bool, data: bytes, time_ns: int) -> None: ...
     def on_gap(self, request_side: bool, lost_bytes: int, time_ns: int) -> None: ...
     def on_close(self, time_ns: int) -> None: ...
-    def take_rows(self) -> list[dict]:
+    def take_rows(self) -> list[dict] | list[tuple]:
         """Finished rows: the protocol's own columns plus `time_ns`, the
-        timestamp (as given to on_bytes) of the request's first byte. The
-        connector adds the connection's columns (addresses, pid, ...)."""
+        timestamp (as given to on_bytes) of the request's first byte, as
+        dicts, or as tuples of the trace class's `row_fields` if it has them.
+        The connector adds the connection's columns (addresses, pid, ...)."""
         ...
 
 

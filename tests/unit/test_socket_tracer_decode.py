@@ -1,10 +1,9 @@
 """The socket tracer's user side without a kernel: raw events as the BPF
-program submits them, drained through RawRing callbacks, decoded in slices
+program submits them, held by RawRing.hold, decoded in slices
 into http_events; budgets and losses."""
 
 from __future__ import annotations
 
-import ctypes
 
 import numpy as np
 import pyarrow as pa
@@ -51,7 +50,7 @@ def exchanges(count: int, start_ns: int = 1_000) -> list[tuple[str, bytes]]:
 
 
 class FakeProgram:
-    """Stands for BpfProgram: submitted events reach the rings' callbacks at drain()."""
+    """Stands for BpfProgram: submitted events reach the rings at drain()."""
 
     def __init__(self):
         self.bpf = {b"conn_info_map": {}, b"not_inet_stream": {}}
@@ -73,8 +72,7 @@ class FakeProgram:
     def drain(self) -> None:
         self.drains += 1
         for ring, raw in self.submitted:
-            buffer = ctypes.create_string_buffer(raw, len(raw))
-            self.rings[ring].callback(None, ctypes.addressof(buffer), len(raw))
+            self.rings[ring].hold([raw])
         self.submitted = []
 
     def array_values(self, name: str) -> list[int]:
@@ -196,9 +194,7 @@ def test_data_of_an_unknown_connection_is_a_decode_error():
 
 def test_raw_ring_holds_events_oldest_first_within_its_limit():
     ring = RawRing(None, limit_bytes=10)
-    for raw in (b"abcd", b"efgh", b"ijkl", b"mn"):
-        buffer = ctypes.create_string_buffer(raw, len(raw))
-        ring.callback(None, ctypes.addressof(buffer), len(raw))
+    ring.hold([b"abcd", b"efgh", b"ijkl", b"mn"])
     assert (len(ring), ring.held_bytes, ring.dropped, ring.added) == (3, 10, 1, 3)
     assert ring.take_raw(2) == [b"abcd", b"efgh"]
     assert (ring.taken, ring.held_bytes) == (2, 2)

@@ -26,7 +26,6 @@ express.
 
 from __future__ import annotations
 
-import ctypes
 import math
 import mmap
 from collections import deque
@@ -72,12 +71,6 @@ class RawRing:
         else:
             for event in events:
                 self._hold_one(event)
-
-    def callback(self, _ctx, data, size) -> int:
-        """Hold one event given as a C pointer, in the shape of BCC's ring
-        buffer callbacks (the unit tests feed rings this way)."""
-        self._hold_one(ctypes.string_at(data, size))
-        return 0
 
     def _hold_one(self, event: bytes) -> None:
         if self.held_bytes + len(event) > self.limit_bytes:

@@ -45,9 +45,12 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
+/* The syscalls whose entry saves arguments for their exit: the data ones
+ * (also sent with each data event) and the connection ones. */
 enum syscall_kind {
     SYS_READ = 1, SYS_WRITE, SYS_READV, SYS_WRITEV, SYS_RECVFROM, SYS_SENDTO,
     SYS_RECVMSG, SYS_SENDMSG, SYS_RECVMMSG, SYS_SENDMMSG, SYS_SENDFILE,
+    SYS_CONNECT, SYS_ACCEPT, SYS_CLOSE,
 };
 
 /* The kernel state of one connection. */
@@ -59,13 +62,18 @@ struct conn_info {
     __u8 infer_attempts;
 };
 
-/* Arguments saved at syscall entry, read at exit. */
+/* Arguments saved at a syscall's entry for its exit, one slot per thread
+ * (task storage: no hashing, no lock, nothing to delete, unlike a hash map
+ * keyed by thread, whose update and delete were most of a syscall's cost).
+ * A thread is in one syscall at a time; `kind` says which saved the slot, and
+ * an exit that finds another kind (or 0) ignores it. */
 struct data_args {
     __u64 buf;     /* buffer, iovec array, msghdr or mmsghdr array */
     __u64 addr;    /* sendto/recvfrom: the peer's sockaddr (NULL when connected) */
     __u32 fd;
     __u32 count;   /* iovec count or mmsghdr count */
     __u8 direction;
+    __u8 kind;     /* enum syscall_kind, 0: nothing pending */
 };
 
 /* A data event as built in scratch memory before it is copied to the ring.
@@ -80,10 +88,7 @@ BPF_RINGBUF_OUTPUT(data_ring, DATA_RING_PAGES);
 BPF_RINGBUF_OUTPUT(conn_ring, CONN_RING_PAGES);
 BPF_HASH(conn_info_map, __u64, struct conn_info, 65536);    /* tgid << 32 | fd */
 BPF_HASH(not_inet_stream, __u64, __u8, 65536);              /* fds known not to be TCP */
-BPF_HASH(connect_args, __u64, __u32, 4096);                 /* pid_tgid -> fd */
-BPF_HASH(accept_args, __u64, __u8, 4096);                   /* pid_tgid -> 1 */
-BPF_HASH(close_args, __u64, __u32, 4096);                   /* pid_tgid -> fd */
-BPF_HASH(data_args_map, __u64, struct data_args, 4096);     /* pid_tgid -> args */
+BPF_TASK_STORAGE(pending, struct data_args);
 BPF_ARRAY(scratch, struct data_scratch, MAX_CPUS);
 BPF_ARRAY(next_conn_id, __u64, 1);
 /* lost[0]: data events, lost[1]: connection events, lost[2]: conn_info_map full */
@@ -223,15 +228,50 @@ static __always_inline struct conn_info *track(__u32 tgid, __u32 fd, __u8 role, 
     return stored;
 }
 
+/* ---- the per-thread slot ---------------------------------------------------- */
+
+static __always_inline struct data_args *slot(__u64 flags)
+{
+    return pending.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+}
+
+/* The slot for a syscall's entry to fill (0 if it cannot be had). */
+static __always_inline struct data_args *save(__u8 kind, __u32 fd)
+{
+    struct data_args *a = slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
+    if (a) {
+        a->kind = kind;
+        a->fd = fd;
+    }
+    return a;
+}
+
+/* An entry that saves nothing still clears the slot: an exit never seen
+ * (a thread killed inside a syscall) must not leave arguments for the next. */
+static __always_inline void save_nothing(void)
+{
+    struct data_args *a = slot(0);
+    if (a)
+        a->kind = 0;
+}
+
+/* What the entry of `kind` saved, copied out, the slot cleared; 0 if nothing. */
+static __always_inline int saved(__u8 kind, struct data_args *out)
+{
+    struct data_args *a = slot(0);
+    if (!a || a->kind != kind)
+        return 0;
+    *out = *a;
+    a->kind = 0;
+    return 1;
+}
+
 /* ---- connect / accept / close ------------------------------------------ */
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!traced_process(id >> 32))
-        return 0;
-    __u32 fd = args->fd;
-    connect_args.update(&id, &fd);
+    if (traced_process(bpf_get_current_pid_tgid() >> 32))
+        save(SYS_CONNECT, args->fd);
     return 0;
 }
 
@@ -239,40 +279,31 @@ TRACEPOINT_PROBE(syscalls, sys_enter_connect)
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 *fd = connect_args.lookup(&id);
-    if (!fd)
+    struct data_args a;
+    if (!saved(SYS_CONNECT, &a) || (args->ret != 0 && args->ret != -EINPROGRESS))
         return 0;
-    __u32 the_fd = *fd;
-    connect_args.delete(&id);
-    if (args->ret != 0 && args->ret != -EINPROGRESS)
-        return 0;
-    __u64 key = conn_key(id >> 32, the_fd);
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u64 key = conn_key(tgid, a.fd);
     not_inet_stream.delete(&key);
-    track(id >> 32, the_fd, ROLE_CLIENT, ORIGIN_CONNECT);
+    track(tgid, a.fd, ROLE_CLIENT, ORIGIN_CONNECT);
     return 0;
 }
 
 static __always_inline void enter_accept(void)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!traced_process(id >> 32))
-        return;
-    __u8 one = 1;
-    accept_args.update(&id, &one);
+    if (traced_process(bpf_get_current_pid_tgid() >> 32))
+        save(SYS_ACCEPT, 0);
 }
 
 static __always_inline void exit_accept(long ret)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!accept_args.lookup(&id))
+    struct data_args a;
+    if (!saved(SYS_ACCEPT, &a) || ret < 0)
         return;
-    accept_args.delete(&id);
-    if (ret < 0)
-        return;
-    __u64 key = conn_key(id >> 32, ret);
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u64 key = conn_key(tgid, ret);
     not_inet_stream.delete(&key);
-    track(id >> 32, ret, ROLE_SERVER, ORIGIN_ACCEPT);
+    track(tgid, ret, ROLE_SERVER, ORIGIN_ACCEPT);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_accept) { enter_accept(); return 0; }
@@ -280,26 +311,28 @@ TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { enter_accept(); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept) { exit_accept(args->ret); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { exit_accept(args->ret); return 0; }
 
+/* Only a close of an fd this program knows (a connection, or a negative
+ * entry) is followed to its exit: most closes are of files. */
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
     __u64 id = bpf_get_current_pid_tgid();
     if (!traced_process(id >> 32))
         return 0;
     __u32 fd = args->fd;
-    close_args.update(&id, &fd);
+    __u64 key = conn_key(id >> 32, fd);
+    if (conn_info_map.lookup(&key) || not_inet_stream.lookup(&key))
+        save(SYS_CLOSE, fd);
+    else
+        save_nothing();
     return 0;
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_close)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 *fd = close_args.lookup(&id);
-    if (!fd)
+    struct data_args a;
+    if (!saved(SYS_CLOSE, &a) || args->ret != 0)
         return 0;
-    __u64 key = conn_key(id >> 32, *fd);
-    close_args.delete(&id);
-    if (args->ret != 0)
-        return 0;
+    __u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a.fd);
     not_inet_stream.delete(&key);
     struct conn_info *info = conn_info_map.lookup(&key);
     if (info) {
@@ -330,29 +363,36 @@ static __always_inline void infer_protocol(struct conn_info *info, const __u8 *h
 
 /* ---- data: entry ---------------------------------------------------------- */
 
-static __always_inline void enter_data(__u32 fd, __u64 buf, __u64 addr, __u32 count, __u8 direction)
+static __always_inline void enter_data(const int kind, __u32 fd, __u64 buf, __u64 addr, __u32 count, __u8 direction)
 {
     __u64 id = bpf_get_current_pid_tgid();
     if (!traced_process(id >> 32))
         return;
     __u64 key = conn_key(id >> 32, fd);
-    if (not_inet_stream.lookup(&key))
+    if (not_inet_stream.lookup(&key)) {
+        save_nothing();
         return;
-    struct data_args a = {.buf = buf, .addr = addr, .fd = fd, .count = count, .direction = direction};
-    data_args_map.update(&id, &a);
+    }
+    struct data_args *a = save(kind, fd);
+    if (a) {
+        a->buf = buf;
+        a->addr = addr;
+        a->count = count;
+        a->direction = direction;
+    }
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { enter_data(args->fd, (__u64)args->buf, 0, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { enter_data(args->fd, (__u64)args->buf, 0, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { enter_data(args->fd, (__u64)args->vec, 0, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { enter_data(args->fd, (__u64)args->vec, 0, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { enter_data(args->fd, (__u64)args->ubuf, (__u64)args->addr, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { enter_data(args->fd, (__u64)args->buff, (__u64)args->addr, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { enter_data(args->fd, (__u64)args->msg, 0, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { enter_data(args->fd, (__u64)args->msg, 0, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { enter_data(args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { enter_data(args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { enter_data(args->out_fd, 0, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { enter_data(SYS_READ, args->fd, (__u64)args->buf, 0, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { enter_data(SYS_WRITE, args->fd, (__u64)args->buf, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { enter_data(SYS_READV, args->fd, (__u64)args->vec, 0, args->vlen, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { enter_data(SYS_WRITEV, args->fd, (__u64)args->vec, 0, args->vlen, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { enter_data(SYS_RECVFROM, args->fd, (__u64)args->ubuf, (__u64)args->addr, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { enter_data(SYS_SENDTO, args->fd, (__u64)args->buff, (__u64)args->addr, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { enter_data(SYS_RECVMSG, args->fd, (__u64)args->msg, 0, 0, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { enter_data(SYS_SENDMSG, args->fd, (__u64)args->msg, 0, 0, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { enter_data(SYS_RECVMMSG, args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_RECV); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { enter_data(SYS_SENDMMSG, args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_SEND); return 0; }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { enter_data(SYS_SENDFILE, args->out_fd, 0, 0, 0, DIR_SEND); return 0; }
 
 /* ---- data: exit ------------------------------------------------------------ */
 
@@ -524,15 +564,10 @@ static __always_inline void on_bytes(struct conn_info *info, const int kind, str
 
 static __always_inline void exit_data(long ret, const int kind)
 {
-    __u64 id = bpf_get_current_pid_tgid();
-    struct data_args *saved = data_args_map.lookup(&id);
-    if (!saved)
+    struct data_args a;
+    if (!saved(kind, &a) || ret <= 0)
         return;
-    struct data_args a = *saved;
-    data_args_map.delete(&id);
-    if (ret <= 0)
-        return;
-    __u32 tgid = id >> 32;
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     __u64 key = conn_key(tgid, a.fd);
     struct conn_info *info = conn_info_map.lookup(&key);
     if (!info) {

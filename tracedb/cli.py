@@ -26,7 +26,7 @@ import threading
 import pyarrow as pa
 
 from tracedb import output
-from tracedb.collector import Collector, EnvironmentNotReady
+from tracedb.collector import DEFAULT_NICE, Collector, EnvironmentNotReady
 from tracedb.connectors.registry import connectors
 from tracedb.export import ContinuousExporter, ParquetSource, export_tables, parse_time
 from tracedb.repl.sqltext import split_statements
@@ -131,6 +131,10 @@ def _add_collector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=parse_names, metavar="NAME,...", help="connectors or tables to run (default: all)")
     parser.add_argument("--retention-bytes", type=parse_size, metavar="SIZE", help="byte budget per table (default 128M)")
     parser.add_argument("--retention-age", type=parse_seconds, metavar="S", help="age limit per table (default 1h)")
+    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
+                        help=f"run the connectors' decoding N nicer than the rest (0..19, default {DEFAULT_NICE}): the "
+                             "node's applications come first, and events a busy node leaves no CPU for are lost "
+                             "and counted; 0 keeps up at the applications' expense")
     tracer = parser.add_argument_group("socket tracer")
     tracer.add_argument("--trace-pids", type=parse_ints, metavar="PID,...", help="trace only these processes' sockets")
     tracer.add_argument("--trace-ports", type=parse_ints, metavar="PORT,...", help="trace only connections with one of these local or remote ports")
@@ -151,7 +155,8 @@ def _connector_options(args) -> dict[str, dict]:
 
 
 def _collector(args) -> Collector:
-    return Collector(sources=args.sources, retention=_retention(args), connector_options=_connector_options(args))
+    return Collector(sources=args.sources, retention=_retention(args), connector_options=_connector_options(args),
+                     nice=args.nice)
 
 
 def _retention(args) -> Retention:

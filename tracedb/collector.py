@@ -8,10 +8,19 @@ A connector that cannot run on this node is reported and skipped; one that
 fails while running is stopped and reported; the others keep going. Stopping
 the collector (leaving the `with`, `stop()`, or the process ending) stops every
 connector, which detaches its probes.
+
+Connector threads run nicer than the rest of the process (`nice`, default
+DEFAULT_NICE): on a busy node the traced applications and the person at the
+REPL come first, and a decoder that falls behind loses events, counted in
+tracedb_connectors.events_lost, rather than the applications' CPU. Measured
+with bench/http_overhead.py (nginx + wrk paced at ~11k requests/s, both ends
+traced, 2 CPUs): at the same priority, p99 latency x1.9 and throughput 0.93;
+nice 10, x0.87 and 0.99, every request found either way.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -30,6 +39,7 @@ from tracedb.storage import QueryEngine, Retention, TableStore
 from tracedb.storage.store import STATS_TABLE
 
 CONNECTORS_TABLE = "tracedb_connectors"
+DEFAULT_NICE = 10  # added to the process's niceness in each connector thread
 
 
 class EnvironmentNotReady(RuntimeError):
@@ -59,7 +69,11 @@ class Collector:
         per_table_retention: dict[str, Retention] | None = None,
         log: Callable[[str], None] | None = None,
         connector_options: dict[str, dict] | None = None,
+        nice: int = DEFAULT_NICE,
     ):
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be in 0..19, got {nice}")
+        self.nice = nice
         self.connector_classes = resolve_sources(sources)
         self.connector_options = connector_options or {}
         unknown = set(self.connector_options) - {cls.name for cls in self.connector_classes}
@@ -105,6 +119,7 @@ class Collector:
         run.state = "running"
         run.thread = threading.Thread(target=self._drive, args=(run,), name=f"tracedb-{run.name}", daemon=True)
         run.thread.start()
+        _renice(run.thread.native_id, self.nice)
         return run
 
     def stop(self) -> None:
@@ -197,6 +212,11 @@ class Collector:
             for r in self.runs
         ]
         return pa.Table.from_pylist(rows, schema=get_schema(CONNECTORS_TABLE).arrow_schema)
+
+
+def _renice(tid: int, increment: int) -> None:
+    """Make a thread of this process `increment` nicer (Linux keeps a niceness per thread; 19 at most)."""
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
 
 
 def _next_tick(previous: float, period: float, now: float) -> float:

@@ -17,13 +17,15 @@ def run_cli(*args):
         (["run", "--duration", "soon"], "not a positive duration"),
         (["run", "--format", "xml"], "invalid choice"),
         (["run", "--retention-bytes", "lots"], "not a positive size"),
+        (["run", "--nice", "25"], "invalid choice: 25"),
         (["frobnicate"], "invalid choice"),
     ],
 )
-def test_argument_errors_exit_2_with_a_message(args, message):
+def test_argument_errors_exit_2_with_a_message(args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.build_parser().parse_args(args)
     assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_unknown_source_is_refused_with_the_known_ones():

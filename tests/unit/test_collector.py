@@ -1,10 +1,12 @@
 """Collector behaviour with connectors that are unavailable or fail (no root)."""
 
+import threading
 import time
 
 import pytest
 
 from tracedb import Collector
+from tracedb.collector import DEFAULT_NICE
 from tracedb.connectors import registry
 from tracedb.connectors.base import Connector, Unavailable
 
@@ -73,3 +75,22 @@ def test_connector_failing_while_running_is_stopped_and_reported(test_connectors
     assert states["procfs"][0] == "stopped"
     assert failing.stopped >= 1, "a failed connector still releases its resources"
     assert any("test_failing failed" in m for m in logged)
+
+
+def thread_nice(tid: int) -> int:
+    """A thread's niceness, field 19 of proc(5)'s stat."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])
+
+
+def test_connector_threads_run_nicer_than_the_process():
+    own = thread_nice(threading.get_native_id())
+    for nice, expected in ((DEFAULT_NICE, min(19, own + DEFAULT_NICE)), (0, own), (19, 19)):
+        with Collector(sources=["procfs"], nice=nice) as collector:
+            assert thread_nice(collector.runs[0].thread.native_id) == expected
+        assert thread_nice(threading.get_native_id()) == own, "only the connector threads change"
+
+
+def test_nice_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="nice must be in 0..19"):
+        Collector(sources=["procfs"], nice=20)

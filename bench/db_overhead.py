@@ -15,11 +15,11 @@ ended by their own pid on exit, exception or Ctrl-C):
     about `--duration` seconds; redis-benchmark sends exactly N of each.
 
 For each, `--rounds` pairs of rounds alternating untraced / traced. Traced:
-`tracedb.Collector(sources=["socket_tracer"])` in this process (every
-process traced, as by default; `--trace port` limits it to connections with
-the server's port), started before the load (start() returns once the BPF
-program is compiled, loaded and attached: ~5 s; the connector must be
-`running`), stopped after it (the stop pushes the last events), then queried:
+a collector in this process (bench/tracer_round.py; every process traced, as
+by default; `--trace port` limits it to connections with the server's port;
+its connector threads at `--nice`, default the collector's), started before
+the load (~5 s of compile, load and attach), stopped after it (the stop
+pushes the last events), then queried:
 
   * found %: rows of pgsql_events / redis_events on the server side
     (trace_role 'server', local_port = the server's port) that are the
@@ -49,7 +49,7 @@ rounds of 2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
 collector, then the server.
 
     .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis]
-                                          [--trace all|port|nothing]
+                                          [--trace all|port|nothing] [--nice N]
     .venv/bin/python bench/db_overhead.py --quick
 """
 
@@ -68,20 +68,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import median, print_table
-from http_overhead import (
-    RETENTION,
-    TARGETS,
-    children_cpu_s,
-    machine_ticks,
-    pct,
-    proc_cpu_s,
-    scalar,
-    self_cpu_s,
-    thread_schedstat,
-    tracedb_version,
-)
+from http_overhead import TARGETS, children_cpu_s, pct, proc_cpu_s, scalar, tracedb_version
+from tracer_round import TracerRound, print_losses, run_round
 
-import tracedb
+from tracedb.collector import DEFAULT_NICE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.bpf.peers.servers
 from tests.bpf.peers import servers  # noqa: E402
@@ -211,27 +201,13 @@ def parse_redis_csv(out: str) -> dict[str, dict[str, float]]:
 # -- rounds ----------------------------------------------------------------------------------
 
 
-@dataclass
-class Round:
-    index: int
-    traced: bool
+@dataclass(kw_only=True)
+class Round(TracerRound):
     load: LoadResult
-    machine_busy: float  # CPUs busy on average while the load ran
-    start_s: float = 0.0  # Collector.start(): compile, load, attach
-    stop_s: float = 0.0  # Collector.stop() after the load: last flush, detach
-    tracer_cpu_s: float = 0.0  # load start .. collector stopped
-    tracer_cpu_load_s: float = 0.0  # while the load ran
-    thread_run_s: float = 0.0  # the connector thread while the load ran: on a CPU
-    thread_wait_s: float = 0.0  # runnable, waiting for a CPU
-    counts: dict = field(default_factory=dict)
 
     @property
-    def mode(self) -> str:
-        return "traced" if self.traced else "untraced"
-
-    @property
-    def tracer_pct(self) -> float:
-        return 100 * self.tracer_cpu_s / self.load.wall_s
+    def wall_s(self) -> float:
+        return self.load.wall_s
 
     @property
     def found_pct(self) -> float:
@@ -243,44 +219,11 @@ class Round:
 TRACE_OPTIONS = {"port": lambda load: {"ports": (load.port,)}, "nothing": lambda load: {"pids": (os.getpid(),)}}
 
 
-def run_round(index: int, traced: bool, load, args: argparse.Namespace) -> Round:
-    collector = None
-    extra: dict = {}
-    try:
-        if traced:
-            t0 = time.monotonic()
-            options = {"socket_tracer": TRACE_OPTIONS[args.trace](load)} if args.trace != "all" else None
-            collector = tracedb.Collector(sources=["socket_tracer"], retention=RETENTION, connector_options=options,
-                                          log=lambda m: print(f"  tracedb: {m}", file=sys.stderr))
-            collector.start()
-            extra["start_s"] = time.monotonic() - t0
-            states = {r.name: (r.state, r.detail) for r in collector.runs}
-            if states.get("socket_tracer", ("",))[0] != "running":
-                raise RuntimeError(f"socket_tracer is not running: {states}")
-            tid = collector.runs[0].thread.native_id
-            sched0 = thread_schedstat(tid)
-        cpu0, (busy0, total0) = self_cpu_s(), machine_ticks()
-        result = load.run(args.duration)
-        busy1, total1 = machine_ticks()
-        busy = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-        if traced:
-            extra["tracer_cpu_load_s"] = self_cpu_s() - cpu0
-            run = collector.runs[0]
-            if run.state != "running":
-                raise RuntimeError(f"socket_tracer stopped during the round ({run.state}): {run.detail}")
-            sched1 = thread_schedstat(tid)
-            extra.update(thread_run_s=sched1[0] - sched0[0], thread_wait_s=sched1[1] - sched0[1])
-            t1 = time.monotonic()
-            collector.stop()
-            extra["stop_s"] = time.monotonic() - t1
-            extra["tracer_cpu_s"] = self_cpu_s() - cpu0
-            extra["counts"] = count_rows(collector, load)
-            losses = getattr(run.connector, "losses", None)  # by cause, if the connector tells them
-            extra["counts"]["losses"] = losses() if losses else {}
-        return Round(index, traced, result, busy, **extra)
-    finally:
-        if collector is not None:
-            collector.stop()  # no-op after a normal stop; detaches on errors and Ctrl-C
+def play_round(index: int, traced: bool, load, args: argparse.Namespace) -> Round:
+    options = TRACE_OPTIONS[args.trace](load) if args.trace != "all" else None
+    result, fields = run_round(traced, lambda: load.run(args.duration), options, args.nice,
+                               lambda c: count_rows(c, load))
+    return Round(index=index, traced=traced, load=result, **fields)
 
 
 def count_rows(collector, load) -> dict:
@@ -296,9 +239,6 @@ def count_rows(collector, load) -> dict:
             f"select trace_role, req_cmd, {load.own_rows} as own, count(*) as n from {table} "
             f"where local_port = {port} or remote_port = {port} group by all order by all").to_pylist(),
     }
-    c.update(collector.query("select events, events_lost, decode_errors from tracedb_connectors "
-                             "where connector = 'socket_tracer'").to_pylist()[0])
-    c["rows_dropped"] = scalar(collector, "select sum(rows_dropped) from tracedb_tables")
     return c
 
 
@@ -309,7 +249,7 @@ def run_load(load, args: argparse.Namespace) -> list[Round]:
     rounds: list[Round] = []
     for _ in range(args.rounds):
         for traced in (False, True):
-            r = run_round(len(rounds) + 1, traced, load, args)
+            r = play_round(len(rounds) + 1, traced, load, args)
             rounds.append(r)
             extra = f", tracer CPU {r.tracer_pct:.1f} %, found {r.found_pct:.3f} %" if traced else ""
             print(f"  {load.name} round {r.index} {r.mode}: {r.load.throughput:,.0f} {load.unit}{extra}",
@@ -351,10 +291,7 @@ def print_load(load, rounds: list[Round]) -> None:
                   f"{r.counts['events']:,}", f"{r.counts['events_lost']:,}", f"{r.counts['decode_errors']:,}",
                   r.counts["rows_dropped"]] for r in traced])
 
-    causes = list(traced[0].counts["losses"])
-    if causes:
-        print("\nEvents lost by cause (the connector's losses())")
-        print_table(["round", *causes], [[r.index, *(f"{r.counts['losses'][c]:,}" for c in causes)] for r in traced])
+    print_losses(traced)
 
     print(f"\n{load.table} for port {load.port} by role and req_cmd (own = the load's own statement or "
           f"command), per traced round")
@@ -369,9 +306,9 @@ def print_load(load, rounds: list[Round]) -> None:
           f"time); its connector thread while the load ran: on a CPU / runnable but waiting (schedstat)")
     print_table(["round", "start s", "stop s", "CPU during load %", "CPU load..stopped %", "thread on CPU s",
                  "thread waiting s", "us/event"],
-                [[r.index, f"{r.start_s:.2f}", f"{r.stop_s:.2f}", pct(100 * r.tracer_cpu_load_s / r.load.wall_s),
+                [[r.index, f"{r.start_s:.2f}", f"{r.stop_s:.2f}", pct(r.tracer_load_pct),
                   pct(r.tracer_pct), f"{r.thread_run_s:.2f}", f"{r.thread_wait_s:.2f}",
-                  f"{r.tracer_cpu_s / max(1, r.counts['events']) * 1e6:.1f}"] for r in traced])
+                  f"{r.us_per_event:.1f}"] for r in traced])
 
 
 def verdict(ok: bool) -> str:
@@ -404,7 +341,7 @@ def summary_rows(load, rounds: list[Round]) -> list[list[str]]:
         ["tracer CPU, load start..collector stopped (% of one core)", "-",
          pct(median([r.tracer_pct for r in traced])), "-", "-"],
         ["tracer CPU, while the load ran only (% of one core)", "-",
-         pct(median([100 * r.tracer_cpu_load_s / r.load.wall_s for r in traced])), "-", "-"],
+         pct(median([r.tracer_load_pct for r in traced])), "-", "-"],
         ["events lost (sum)", "-", f"{sum(r.counts['events_lost'] for r in traced):,}", "-", "0"],
         ["decode errors (sum)", "-", f"{sum(r.counts['decode_errors'] for r in traced):,}", "-", "0"],
     ]
@@ -425,6 +362,9 @@ def main() -> int:
                         help="what traced rounds trace: every process (default); connections with the server's "
                              "port only (SocketTracerOptions.ports); nothing, every probe attached but each event "
                              "filtered out in the kernel at its first check: the floor of the design's cost")
+    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
+                        help=f"the collector's nice (its connector threads' niceness above this process's; "
+                             f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untraced pgbench seconds before the rounds (default 2; --quick 1; 0: none)")
     parser.add_argument("--requests", type=int, default=None,
@@ -448,7 +388,7 @@ def main() -> int:
 
     version = tracedb_version()
     print(f"tracedb {version}; {os.cpu_count()} CPUs; {args.rounds} x (untraced, traced) of {args.duration:g} s "
-          f"per load{'' if args.trace == 'all' else '; tracing ' + args.trace}")
+          f"per load{'' if args.trace == 'all' else '; tracing ' + args.trace}; collector nice {args.nice}")
     results = []
     if args.only in (None, "pgbench"):
         with servers.postgres() as (_, port):

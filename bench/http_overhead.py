@@ -7,10 +7,9 @@ pid, logs and temp paths; `access_log off`; `sendfile on` unless
 for `--rounds` pairs of rounds, alternating:
 
   * untraced: no collector;
-  * traced: `tracedb.Collector(sources=["socket_tracer"])` started in this
-    process before wrk (start() returns once the BPF program is compiled,
-    loaded and attached; the connector must be `running`), stopped after wrk
-    (the stop pushes the last events), then queried.
+  * traced: a collector started before wrk, stopped after it, then queried
+    (bench/tracer_round.py), its connector threads at `--nice` (default:
+    the collector's).
 
 Per round: wrk's requests/s, completed requests and latency percentiles; nginx
 worker CPU per request (/proc/<worker>/stat) and wrk's (rusage of the reaped
@@ -39,6 +38,8 @@ wrk runs flat out by default. `--delay-ms N` paces it instead: each
 connection waits N ms before each request (a wrk Lua script's delay()), so
 the rate stays under connections / (N ms + latency); rounds at a few paced
 rates find the highest one the tracer keeps up with, losing nothing.
+A paced rate is also where `--nice` matters: at the same priority as nginx
+and wrk the decoder's bursts delay them; niced it uses idle CPU only.
 
 Nothing is asserted; the targets of the issue are printed beside the figures.
 Needs root, nginx and wrk (scripts/setup.sh --test installs them). Bounded in
@@ -49,7 +50,7 @@ then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile]
                                             [--trace all|nginx|nothing]
-                                            [--delay-ms N]
+                                            [--delay-ms N] [--nice N]
 """
 
 from __future__ import annotations
@@ -65,21 +66,20 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import median, print_table
+from tracer_round import TracerRound, print_losses, run_round
 
 import tracedb
-from tracedb.storage import Retention
+from tracedb.collector import DEFAULT_NICE
 
 HOST = "127.0.0.1"
 FILE_NAME = "index.html"
 FILE_SIZE = 612  # the size of nginx's stock index.html
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {"throughput": 0.95, "p99": 1.2, "found": 99.9}
-# Large enough that retention never drops rows of a round (checked: rows_dropped).
-RETENTION = Retention(max_bytes=8 * 1024**3, max_age_s=3600.0)
 
 NGINX_CONF = """\
 daemon off;
@@ -218,20 +218,9 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
 
 
-def self_cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def children_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
-
-
-def thread_schedstat(tid: int) -> tuple[float, float]:
-    """(seconds on a CPU, seconds runnable but waiting for one) of a thread of this process."""
-    run_ns, wait_ns, _ = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()
-    return int(run_ns) / 1e9, int(wait_ns) / 1e9
 
 
 def tracedb_version() -> str:
@@ -248,14 +237,6 @@ def tracedb_version() -> str:
         return git("rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already in user
-    return total - idle, total
 
 
 # -- wrk -------------------------------------------------------------------------------
@@ -323,35 +304,14 @@ TRACED_PIDS = {"nginx": lambda nginx: (nginx.worker_pid,), "nothing": lambda ngi
 # -- rounds ----------------------------------------------------------------------------
 
 
-@dataclass
-class Round:
-    index: int
-    traced: bool
+@dataclass(kw_only=True)
+class Round(TracerRound):
     wrk: WrkResult
     nginx_cpu_s: float
-    machine_busy: float  # CPUs busy on average while wrk ran
-    start_s: float = 0.0  # Collector.start(): compile, load, attach
-    start_cpu_s: float = 0.0
-    stop_s: float = 0.0  # Collector.stop() after wrk: last flush, detach
-    tracer_cpu_s: float = 0.0  # wrk start .. collector stopped
-    tracer_cpu_load_s: float = 0.0  # wrk start .. wrk end only
-    thread_run_s: float = 0.0  # the connector thread while wrk ran: on a CPU
-    thread_wait_s: float = 0.0  # runnable, waiting for a CPU
-    counts: dict = field(default_factory=dict)
 
     @property
-    def mode(self) -> str:
-        return "traced" if self.traced else "untraced"
-
-    @property
-    def tracer_pct(self) -> float:
-        return 100 * self.tracer_cpu_s / self.wrk.wall_s
-
-    @property
-    def us_per_event(self) -> float:
-        """Tracer CPU per event it handled (events lost in the kernel cost nothing here; those dropped
-        from a full user-space backlog cost their copy out of the ring)."""
-        return self.tracer_cpu_s / max(1, self.counts["events"]) * 1e6
+    def wall_s(self) -> float:
+        return self.wrk.wall_s
 
     @property
     def cores_needed(self) -> float:
@@ -363,45 +323,14 @@ class Round:
         return 100 * self.counts["server_rows"] / max(1, self.wrk.requests)
 
 
-def run_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) -> Round:
-    collector = None
-    extra: dict = {}
-    try:
-        if traced:
-            t0, c0 = time.monotonic(), self_cpu_s()
-            options = {"socket_tracer": {"pids": TRACED_PIDS[args.trace](nginx)}} if args.trace != "all" else None
-            collector = tracedb.Collector(sources=["socket_tracer"], retention=RETENTION, connector_options=options,
-                                          log=lambda m: print(f"  tracedb: {m}", file=sys.stderr))
-            collector.start()
-            extra.update(start_s=time.monotonic() - t0, start_cpu_s=self_cpu_s() - c0)
-            states = {r.name: (r.state, r.detail) for r in collector.runs}
-            if states.get("socket_tracer", ("",))[0] != "running":
-                raise RuntimeError(f"socket_tracer is not running: {states}")
-        tid = collector.runs[0].thread.native_id if traced else None
-        sched0 = thread_schedstat(tid) if traced else None
-        nginx0, cpu0, (busy0, total0) = nginx.cpu_s(), self_cpu_s(), machine_ticks()
-        wrk = run_wrk(nginx.url(), args, args.duration)
-        busy1, total1 = machine_ticks()
-        if traced:
-            run = collector.runs[0]
-            if run.state != "running":
-                raise RuntimeError(f"socket_tracer stopped during the round ({run.state}): {run.detail}")
-            sched1 = thread_schedstat(tid)
-            extra.update(thread_run_s=sched1[0] - sched0[0], thread_wait_s=sched1[1] - sched0[1])
-        nginx_cpu = nginx.cpu_s() - nginx0
-        busy = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-        if traced:
-            extra["tracer_cpu_load_s"] = self_cpu_s() - cpu0
-            t1 = time.monotonic()
-            collector.stop()
-            extra["stop_s"] = time.monotonic() - t1
-            extra["tracer_cpu_s"] = self_cpu_s() - cpu0
-            extra["counts"] = count_rows(collector, nginx)
-            extra["counts"]["losses"] = collector.runs[0].connector.losses()
-        return Round(index, traced, wrk, nginx_cpu, busy, **extra)
-    finally:
-        if collector is not None:
-            collector.stop()  # no-op after a normal stop; detaches on errors and Ctrl-C
+def play_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) -> Round:
+    def load() -> tuple[WrkResult, float]:
+        nginx0 = nginx.cpu_s()
+        return run_wrk(nginx.url(), args, args.duration), nginx.cpu_s() - nginx0
+
+    options = {"pids": TRACED_PIDS[args.trace](nginx)} if args.trace != "all" else None
+    (wrk, nginx_cpu), fields = run_round(traced, load, options, args.nice, lambda c: count_rows(c, nginx))
+    return Round(index=index, traced=traced, wrk=wrk, nginx_cpu_s=nginx_cpu, **fields)
 
 
 def scalar(collector, sql: str) -> object:
@@ -424,10 +353,6 @@ def count_rows(collector, nginx: Nginx) -> dict:
             f"select trace_role, resp_status, count(*) as n from http_events "
             f"where local_port = {port} or remote_port = {port} group by all order by all").to_pylist(),
     }
-    status = collector.query("select events, events_lost, decode_errors from tracedb_connectors "
-                             "where connector = 'socket_tracer'").to_pylist()[0]
-    c.update(status)
-    c["rows_dropped"] = scalar(collector, "select sum(rows_dropped) from tracedb_tables")
     # conn_stats counters are cumulative per group: the latest (max) per group, summed per side.
     sides = collector.query(f"""
         select side, count(*) as groups, sum(conn_open) as conns, sum(sent) as sent, sum(recv) as recv from (
@@ -473,13 +398,11 @@ def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connectio
         rows.append([r.index, f"{r.wrk.requests:,}", f"{c['server_rows']:,}", pct(r.found_pct, 3),
                      f"{c['server_rows'] - r.wrk.requests:+,}", f"{c['client_rows']:,}",
                      f"{c['client_rows'] - r.wrk.requests:+,}", c["other_rows"], c["server_conns"],
-                     f"{c['events']:,}", c["events_lost"], c["decode_errors"], c["rows_dropped"]])
+                     f"{c['events']:,}", f"{c['events_lost']:,}", c["decode_errors"], c["rows_dropped"]])
     print_table(["round", "wrk requests", "server rows", "found %", "server - wrk", "client rows", "client - wrk",
                  "unknown-role rows", "server conns", "events", "events lost", "decode errors", "rows dropped"], rows)
 
-    causes = list(rounds[0].counts["losses"])
-    print("\nEvents lost by cause (the connector's losses())")
-    print_table(["round", *causes], [[r.index, *(f"{r.counts['losses'][c]:,}" for c in causes)] for r in rounds])
+    print_losses(rounds)
 
     print(f"\nconn_stats (counted in the kernel at every syscall): bytes for the nginx port, and those bytes "
           f"divided by the exact request ({req_bytes} B) and response ({resp_bytes} B) sizes")
@@ -506,7 +429,7 @@ def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connectio
     print_table(["round", "start s", "start CPU s", "stop s", "CPU during wrk %", "CPU wrk..stopped %",
                  "thread on CPU s", "thread waiting s", "us/event", "cores needed"],
                 [[r.index, f"{r.start_s:.2f}", f"{r.start_cpu_s:.2f}", f"{r.stop_s:.2f}",
-                  pct(100 * r.tracer_cpu_load_s / r.wrk.wall_s), pct(r.tracer_pct), f"{r.thread_run_s:.2f}",
+                  pct(r.tracer_load_pct), pct(r.tracer_pct), f"{r.thread_run_s:.2f}",
                   f"{r.thread_wait_s:.2f}", f"{r.us_per_event:.1f}", f"{r.cores_needed:.2f}"] for r in rounds])
 
 
@@ -541,7 +464,7 @@ def print_summary(rounds: list[Round]) -> None:
             ["tracer CPU, wrk start..collector stopped (% of one core)", "-",
              pct(median([r.tracer_pct for r in traced])), "-", "-"],
             ["tracer CPU, while wrk ran only (% of one core)", "-",
-             pct(median([100 * r.tracer_cpu_load_s / r.wrk.wall_s for r in traced])), "-", "-"],
+             pct(median([r.tracer_load_pct for r in traced])), "-", "-"],
             ["tracer CPU per event handled (us)", "-", f"{median([r.us_per_event for r in traced]):.1f}", "-", "-"],
             ["cores the tracer would need for every event", "-", f"{median([r.cores_needed for r in traced]):.2f}",
              "-", "-"],
@@ -570,6 +493,9 @@ def main() -> int:
                         help="what traced rounds trace: every process (default); nginx's worker only "
                              "(SocketTracerOptions.pids); nothing, every probe attached but each event filtered "
                              "out in the kernel at its first check: the floor of the design's cost")
+    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
+                        help=f"the collector's nice (its connector threads' niceness above this process's; "
+                             f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--delay-ms", type=int, default=None,
                         help="pace wrk: each connection waits this long before each request (default: no wait)")
     args = parser.parse_args()
@@ -597,12 +523,13 @@ def main() -> int:
               f"{FILE_SIZE} B file; request {req_bytes} B, response {resp_bytes} B; "
               f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
               f"{'' if args.delay_ms is None else f', {args.delay_ms} ms before each request'}; "
-              f"{args.rounds} x (untraced, traced{'' if args.trace == 'all' else f', tracing {args.trace}'}); {os.cpu_count()} CPUs")
+              f"{args.rounds} x (untraced, traced{'' if args.trace == 'all' else f', tracing {args.trace}'}); "
+              f"collector nice {args.nice}; {os.cpu_count()} CPUs")
         if args.warmup > 0:
             run_wrk(nginx.url(), args, args.warmup)
         for i in range(args.rounds):
             for traced in (False, True):
-                r = run_round(len(rounds) + 1, traced, nginx, args)
+                r = play_round(len(rounds) + 1, traced, nginx, args)
                 rounds.append(r)
                 extra = f", tracer CPU {r.tracer_pct:.1f} %, found {r.found_pct:.3f} %" if traced else ""
                 print(f"  round {r.index} {r.mode}: {r.wrk.rps:,.0f} req/s, "

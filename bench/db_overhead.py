@@ -9,7 +9,9 @@ ended by their own pid on exit, exception or Ctrl-C):
   * pgbench: `pgbench -i -s 1` (100,000 accounts), an untraced warm-up, then
     `pgbench -S -c 8 -j 2 -T <duration> -n` (select-only, simple protocol:
     one `SELECT abalance FROM pgbench_accounts WHERE aid = N;` Query per
-    transaction) as user postgres;
+    transaction) as user postgres; flat out, or paced by `--rate` (pgbench
+    -R: transactions scheduled at that average rate, so the rate the tracer
+    keeps up with, losing nothing, can be found);
   * redis-benchmark: `redis-benchmark -c 16 -n N -t get,set --csv`, N sized
     by a short untraced SET run so that an untraced run (SET then GET) takes
     about `--duration` seconds; redis-benchmark sends exactly N of each.
@@ -49,7 +51,7 @@ rounds of 2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
 collector, then the server.
 
     .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis]
-                                          [--trace all|port|nothing] [--nice N]
+                                          [--trace all|port|nothing] [--nice N] [--rate TPS]
     .venv/bin/python bench/db_overhead.py --quick
 """
 
@@ -126,13 +128,16 @@ class Pgbench:
         if self.args.warmup > 0:
             self.run(self.args.warmup)
 
+    def pace(self) -> list[str]:
+        return ["-R", str(self.args.rate)] if self.args.rate else []
+
     def describe(self) -> str:
-        return (f"pgbench -S -c 8 -j 2 -T {self.args.duration:g} -n (select-only, simple protocol, scale 1) "
-                f"against PostgreSQL on {HOST}:{self.port}")
+        return (f"pgbench -S -c 8 -j 2 -T {self.args.duration:g} -n {' '.join(self.pace())} (select-only, simple "
+                f"protocol, scale 1) against PostgreSQL on {HOST}:{self.port}")
 
     def run(self, duration: int) -> LoadResult:
         out, wall, cpu = run_tool([str(PG_BIN / "pgbench"), "-S", "-c", "8", "-j", "2", "-T", str(duration), "-n",
-                                   *self.connection(), "postgres"], duration + 60)
+                                   *self.pace(), *self.connection(), "postgres"], duration + 60)
 
         def number(pattern: str) -> float:
             m = re.search(pattern, out)
@@ -367,6 +372,8 @@ def main() -> int:
                              f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untraced pgbench seconds before the rounds (default 2; --quick 1; 0: none)")
+    parser.add_argument("--rate", type=int, default=None,
+                        help="pace pgbench at this many transactions/s (pgbench -R; default: flat out)")
     parser.add_argument("--requests", type=int, default=None,
                         help="redis-benchmark -n (default: sized for --duration by a short SET run)")
     args = parser.parse_args()
@@ -374,8 +381,8 @@ def main() -> int:
     args.rounds = args.rounds if args.rounds is not None else (1 if quick else 2)
     args.duration = args.duration if args.duration is not None else (2 if quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
-    if args.rounds < 1 or args.duration <= 0 or (args.requests is not None and args.requests < 1):
-        parser.error("--rounds, --duration and --requests must be positive")
+    if args.rounds < 1 or args.duration <= 0 or any(n is not None and n < 1 for n in (args.requests, args.rate)):
+        parser.error("--rounds, --duration, --requests and --rate must be positive")
     if os.geteuid() != 0:
         print("db_overhead: the socket tracer needs root", file=sys.stderr)
         return 2

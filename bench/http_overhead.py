@@ -38,6 +38,11 @@ wrk runs flat out by default. `--delay-ms N` paces it instead: each
 connection waits N ms before each request (a wrk Lua script's delay()), so
 the rate stays under connections / (N ms + latency); rounds at a few paced
 rates find the highest one the tracer keeps up with, losing nothing.
+`--no-decode` drains the data events from the rings and drops them
+undecoded (replacing the connector's _decode_data in this process): what
+is left is the kernel's capture and the copy out of the ring, the cost a
+decoder of any speed would still have.
+
 A paced rate is also where `--nice` matters: at the same priority as nginx
 and wrk the decoder's bursts delay them; niced it uses idle CPU only.
 
@@ -50,7 +55,7 @@ then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile]
                                             [--trace all|nginx|nothing]
-                                            [--delay-ms N] [--nice N]
+                                            [--delay-ms N] [--nice N] [--no-decode]
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from tracer_round import TracerRound, print_losses, run_round
 
 import tracedb
 from tracedb.collector import DEFAULT_NICE
+from tracedb.connectors.socket_tracer.connector import SocketTracer
 
 HOST = "127.0.0.1"
 FILE_NAME = "index.html"
@@ -323,6 +329,11 @@ class Round(TracerRound):
         return 100 * self.counts["server_rows"] / max(1, self.wrk.requests)
 
 
+def count_undecoded(tracer: SocketTracer, events: list[bytes]) -> None:
+    """--no-decode's stand-in for SocketTracer._decode_data: the events are counted, then dropped."""
+    tracer.stats.events += len(events)
+
+
 def play_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) -> Round:
     def load() -> tuple[WrkResult, float]:
         nginx0 = nginx.cpu_s()
@@ -496,6 +507,8 @@ def main() -> int:
     parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
                         help=f"the collector's nice (its connector threads' niceness above this process's; "
                              f"default {DEFAULT_NICE}, the collector's own default)")
+    parser.add_argument("--no-decode", action="store_true",
+                        help="drain data events and drop them undecoded: the capture's cost without decoding")
     parser.add_argument("--delay-ms", type=int, default=None,
                         help="pace wrk: each connection waits this long before each request (default: no wait)")
     args = parser.parse_args()
@@ -511,6 +524,8 @@ def main() -> int:
             print(f"http_overhead: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
             return 2
 
+    if args.no_decode:
+        SocketTracer._decode_data = count_undecoded
     version = tracedb_version()
     nginx = Nginx(sendfile=not args.no_sendfile)
     rounds: list[Round] = []
@@ -524,7 +539,8 @@ def main() -> int:
               f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
               f"{'' if args.delay_ms is None else f', {args.delay_ms} ms before each request'}; "
               f"{args.rounds} x (untraced, traced{'' if args.trace == 'all' else f', tracing {args.trace}'}); "
-              f"collector nice {args.nice}; {os.cpu_count()} CPUs")
+              f"collector nice {args.nice}{'; data events dropped undecoded' if args.no_decode else ''}; "
+              f"{os.cpu_count()} CPUs")
         if args.warmup > 0:
             run_wrk(nginx.url(), args, args.warmup)
         for i in range(args.rounds):

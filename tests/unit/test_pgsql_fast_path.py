@@ -15,6 +15,7 @@ import random
 
 import pytest
 
+from tests.unit.helpers import Call, parser_messages, random_calls, trace_rows
 from tests.unit.test_pgsql import (
     ASYNCPG_EXECUTE,
     ASYNCPG_PREPARE,
@@ -64,59 +65,30 @@ def general_path_only(monkeypatch):
     monkeypatch.setattr(pgsql, "_FILLING", {})
 
 
-def random_calls(rng: random.Random) -> list[tuple[bool, str, bytes | int, int]]:
-    """A session's (request side, "bytes" or "gap", data or lost bytes, time):
-    mostly one exchange's side per call, as syscalls carry them, else random
-    pieces; now and then garbage or a gap, or the start missed."""
+def random_session(rng: random.Random) -> list[Call]:
+    """A session's calls (see helpers.random_calls), mostly from its startup on."""
     exchanges = (list(CONNECT) if rng.random() < 0.7 else []) + rng.choices(EXCHANGES, k=rng.randrange(1, 12))
     if rng.random() < 0.2:
         exchanges.append((TERMINATE, b""))
-    calls, t = [], 100
-    for request, response in exchanges:
-        for side, data in ((True, request), (False, response)):
-            at = rng.randrange(len(data) + 1) if rng.random() < 0.05 else 0
-            while at < len(data):
-                piece = data[at : at + rng.choice([len(data), len(data), 1, 2, 5, 50, 1000])]
-                at += len(piece)
-                t += rng.choice([0, 1])
-                if rng.random() < 0.03:
-                    calls.append((side, "gap", len(piece), t))
-                    continue
-                if rng.random() < 0.02:
-                    calls.append((side, "bytes", rng.randbytes(rng.randrange(1, 8)), t))
-                calls.append((side, "bytes", piece, t))
-    return calls
+    return random_calls(rng, exchanges)
 
 
 def what_the_trace_shows(calls, body_limit: int) -> tuple:
     trace = PgsqlTrace(body_limit)
-    rows = []
-    for request_side, kind, data, time_ns in calls:
-        if kind == "gap":
-            trace.on_gap(request_side, data, time_ns)
-        else:
-            trace.on_bytes(request_side, data, time_ns)
-        rows.append(trace.take_rows())
-    trace.on_close(10**9)
-    rows.append(trace.take_rows())
-    return rows, trace.parse_errors, trace.encrypted
+    return trace_rows(trace, calls), trace.parse_errors, trace.encrypted
 
 
 def what_the_parser_shows(calls, is_request: bool) -> tuple:
     parser = PgsqlParser(is_request)
-    seen = []
-    for request_side, kind, data, time_ns in calls:
-        if request_side != is_request:
-            continue
-        msgs = parser.gap(data, time_ns) if kind == "gap" else parser.feed(data, time_ns)
-        seen.append([(m.tag, m.payload, m.size, m.start_ns, m.end_ns) for m in msgs])
+    seen = [[(m.tag, m.payload, m.size, m.start_ns, m.end_ns) for m in msgs]
+            for msgs in parser_messages(parser, calls, is_request)]
     return seen, parser.parse_errors, parser.resyncs, parser.truncated, parser.stopped, parser.buffered_bytes
 
 
 @pytest.mark.parametrize("seed", range(8))
 def test_shortcuts_and_general_path_agree(seed, request):
     rng = random.Random(seed)
-    sessions = [(random_calls(rng), rng.choice([0, 8, 1024])) for _ in range(40)]
+    sessions = [(random_session(rng), rng.choice([0, 8, 1024])) for _ in range(40)]
     fast = [(what_the_trace_shows(calls, limit), what_the_parser_shows(calls, True),
              what_the_parser_shows(calls, False)) for calls, limit in sessions]
     request.getfixturevalue("general_path_only")
@@ -128,7 +100,7 @@ def test_shortcuts_and_general_path_agree(seed, request):
 def test_payloads_over_the_kept_limit_agree(monkeypatch, request):
     monkeypatch.setattr(pgsql, "MAX_KEPT", 40)  # rows and statements longer than that take the long-payload step
     rng = random.Random(9)
-    sessions = [random_calls(rng) for _ in range(100)]
+    sessions = [random_session(rng) for _ in range(100)]
     fast = [what_the_trace_shows(calls, 1024) for calls in sessions]
     request.getfixturevalue("general_path_only")
     assert fast == [what_the_trace_shows(calls, 1024) for calls in sessions]

@@ -25,6 +25,11 @@ or a gap): `*<count>\\r\\n$<length>\\r\\n` for requests, a type byte and a
 well-formed line for replies. Lost bytes inside a bulk string are counted into
 its size and framing goes on.
 
+Whole messages of the usual shapes in a syscall's bytes fed at a message
+boundary (a command array; a reply that is a line, an integer, a bulk string
+or an array of bulk strings) are taken from them directly, without the step
+loop, as the step loop would take them; what follows goes to the step loop.
+
 Memory is bounded: a line (inline command, simple string, error) longer than
 LINE_LIMIT or a nesting deeper than MAX_DEPTH is malformed; of each string the
 first `value_limit` bytes are kept, of each message at most MAX_KEPT_VALUES
@@ -33,11 +38,11 @@ values and MESSAGE_KEEP_FACTOR * value_limit string bytes, the rest is counted.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring
 
 from tracedb.protocols.base import Malformed, PairedTrace, TimedInput
 
@@ -91,6 +96,7 @@ _COMMAND_WORD = re.compile(rb"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _INTEGER = re.compile(rb"-?[0-9]{1,19}")
 _LENGTH = re.compile(rb"0|[1-9][0-9]{0,9}")
 _BULK_HEADER = re.compile(rb"\$(0|[1-9][0-9]{0,9})\r\n")
+_ARRAY_LINE = re.compile(rb"\*([1-9][0-9]{0,9})")  # of a non-empty array, without its CRLF
 _DOUBLE = re.compile(rb"[-+]?(?:inf|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)")
 _BIG_NUMBER = re.compile(rb"[-+]?[0-9]+")
 _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
@@ -129,7 +135,9 @@ _MESSAGE_SIZES = {b"message": 3, b"pmessage": 4, b"smessage": 3}  # elements of 
 _REDACTED = "(redacted)"
 _PASSWORD_COMMANDS = frozenset(("AUTH", "HELLO", "MIGRATE", "ACL SETUSER", "CONFIG SET"))
 _PASSWORD_SETTINGS = frozenset(("REQUIREPASS", "MASTERAUTH"))
-_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A str as JSON, as json.dumps(ensure_ascii=False) writes it, with its C encoder;
+# a list of them is joined here, which costs a fraction of json.dumps.
+_json = encode_basestring
 
 
 @dataclass(slots=True)
@@ -175,6 +183,8 @@ class RespParser(TimedInput):
     and returns whether to run again. Open aggregates wait on `_stack`. A step
     that finds malformed input raises Malformed with the position at or
     before the offending bytes, where the search for the next message begins.
+    Before the steps, `_take_whole_messages` takes the whole messages that
+    begin a syscall's bytes when the stream is between messages.
     """
 
     def __init__(self, is_request: bool, value_limit: int = 1024) -> None:
@@ -187,6 +197,8 @@ class RespParser(TimedInput):
         self._candidate = False  # the message in progress was found by resynchronising
         self._line_start = False  # resynchronising: _pos is just after a LF or a gap
         self._lost_at: int | None = None  # when framing was last lost, until the next message
+        # The fast path's reader of one message (an inline command is the step loop's).
+        self._whole_message = _whole_command if is_request else _whole_reply
         self._begin_message()
         self._goto(RespParser._step_frame)
 
@@ -194,11 +206,19 @@ class RespParser(TimedInput):
 
     def feed(self, data: bytes, timestamp_ns: int) -> list[RespMessage]:
         """Parse the next bytes of the stream, carried by a syscall at
-        timestamp_ns; return the messages they complete, in order."""
+        timestamp_ns; return the messages they complete, in order.
+
+        Whole messages at a message boundary are taken straight from data
+        (the fast path); the rest goes through the step loop."""
         if not data:
             return []
-        self._append_input(data, timestamp_ns)
         done: list[RespMessage] = []
+        if self._at_boundary():
+            taken = self._take_whole_messages(data, timestamp_ns, done)
+            if taken == len(data):
+                return done
+            data = data[taken:]
+        self._append_input(data, timestamp_ns)
         self._run(done)
         self._compact()
         return done
@@ -289,9 +309,9 @@ class RespParser(TimedInput):
 
     def _room(self) -> int:
         """Bytes the next string value may keep."""
-        if self._stack and (not self._stack[-1].kept or self._kept_values >= MAX_KEPT_VALUES):
+        if self._stack and not self._stack[-1].kept:
             return 0
-        return max(0, min(self.value_limit, MESSAGE_KEEP_FACTOR * self.value_limit - self._kept_bytes))
+        return _string_room(self.value_limit, self._kept_values, self._kept_bytes)
 
     def _attach(self, value: RespValue) -> bool:
         """Make value an element of the open aggregate, if there is room to
@@ -539,6 +559,118 @@ class RespParser(TimedInput):
         decided = len(buf) - pos >= _START_WINDOW or buf.count(b"\n", pos, pos + _START_WINDOW) >= lines
         return False if decided else None
 
+    # The fast path: most syscalls carry whole messages (a command, a
+    # pipeline of them, their replies). Taking them straight from the
+    # syscall's bytes spares each its steps, its trip through the buffer and
+    # its timestamp lookups.
+
+    def _at_boundary(self) -> bool:
+        """Whether the next byte of the stream begins a message, with nothing
+        buffered. (While resynchronising the step is another, and a message
+        found by resynchronising has begun by the time the steps stop.)"""
+        return self._step is RespParser._step_frame and self._start_ns is None and self._pos == len(self._buf)
+
+    def _take_whole_messages(self, data: bytes, timestamp_ns: int, done: list[RespMessage]) -> int:
+        """Deliver the messages that begin data, fed at a message boundary,
+        while each is whole and of a usual shape (see _whole_command and
+        _whole_reply); return how many bytes they took. All came with this
+        syscall, so they share its timestamp.
+
+        Every RESP frame ends with a CRLF, so data is split at each CRLF once
+        and messages are read as whole lines. A string holding a CRLF splits
+        into lines that do not match its length: that message and what
+        follows it (a partial message, another shape, malformed bytes) are
+        left to the step loop, which judges them."""
+        lines = data.split(b"\r\n")
+        last = len(lines) - 1  # lines[last] has no CRLF after it: b"" or a partial line
+        whole, value_limit, i = self._whole_message, self.value_limit, 0
+        while i < last:
+            found = whole(lines, i, last, value_limit)
+            if found is None:
+                break
+            value, i = found
+            done.append(RespMessage(value, timestamp_ns, timestamp_ns))
+        if not i:
+            return 0
+        self._trusted = True  # as after any message: the position is known
+        return len(data) - len(lines[last]) if i == last else sum(map(len, lines[:i])) + 2 * i
+
+
+def _string_room(value_limit: int, kept_values: int, kept_bytes: int) -> int:
+    """Bytes the next string value of a message may keep, after the values
+    and string bytes it has kept (MAX_KEPT_VALUES, MESSAGE_KEEP_FACTOR)."""
+    if kept_values >= MAX_KEPT_VALUES:
+        return 0
+    return max(0, min(value_limit, MESSAGE_KEEP_FACTOR * value_limit - kept_bytes))
+
+
+# The fast path's readers of one message. Each reads the message that begins
+# at lines[i], lines[:last] being a chunk's lines that a CRLF ended, and
+# returns its value as the steps would make it with the index of the line
+# after it; or None when the message is partial, of another shape or
+# malformed, for the step loop to judge.
+
+WholeMessage = tuple[RespValue, int] | None
+_LINE_KINDS = {b"+": "+", b"-": "-"}  # simple strings and errors
+
+
+def _whole_reply(lines: list[bytes], i: int, last: int, value_limit: int) -> WholeMessage:
+    """A simple string or error, an integer, a bulk string or null, or an
+    array of bulk strings (MGET, LRANGE, ...)."""
+    line = lines[i]
+    type_byte = line[:1]
+    kind = _LINE_KINDS.get(type_byte)
+    if kind is not None:
+        # The steps end a line at its first LF, within LINE_LIMIT, and find no CR in it.
+        if LF in line or CR in line or len(line) + 1 >= LINE_LIMIT:
+            return None
+        return RespValue(kind, line[1 : 1 + value_limit], len(line) - 1), i + 1
+    if type_byte == b":":
+        return (RespValue(":", int(line[1:])), i + 1) if _INTEGER.fullmatch(line, 1) else None
+    if type_byte == b"*":
+        return _whole_command(lines, i, last, value_limit)
+    if type_byte != b"$":
+        return None
+    if line == b"$-1":
+        return RespValue("_", None), i + 1
+    if i + 1 == last:
+        return None
+    string = lines[i + 1]
+    if line != b"$%d" % len(string):  # the length as the steps take it, and no CRLF in the string
+        return None
+    return RespValue("$", string[:value_limit], len(string)), i + 2
+
+
+def _whole_command(lines: list[bytes], i: int, last: int, value_limit: int) -> WholeMessage:
+    """A non-empty array of bulk strings, none of which holds a CRLF: a
+    command, or a reply of that shape."""
+    header = _ARRAY_LINE.fullmatch(lines[i])
+    if header is None:
+        return None
+    count = int(header.group(1))
+    stop = i + 1 + 2 * count  # the line after the array's
+    if stop > last:
+        return None
+    strings = lines[i + 2 : stop : 2]
+    if lines[i + 1 : stop : 2] != [b"$%d" % len(string) for string in strings]:
+        return None
+    if count <= MAX_KEPT_VALUES and sum(map(len, strings)) <= value_limit:  # nothing to cut: the usual case
+        items = [RespValue("$", string, len(string)) for string in strings]
+    else:
+        items = _kept_strings(strings, value_limit)
+    return RespValue("*", items, count), stop
+
+
+def _kept_strings(strings: list[bytes], value_limit: int) -> list[RespValue]:
+    """The elements of an array of whole strings, cut as _room and _attach cut them."""
+    items: list[RespValue] = []
+    kept_bytes = 0
+    for string in strings[:MAX_KEPT_VALUES]:
+        kept = string[: _string_room(value_limit, len(items), kept_bytes)]
+        kept_bytes += len(kept)
+        items.append(RespValue("$", kept, len(string)))
+    return items
+
 
 # Type byte -> (how its frame is parsed, longest line it may have).
 _FRAMES: dict[int, tuple[Callable, int]] = {
@@ -608,7 +740,7 @@ class RedisCommand:
         shown = self.args
         if self.arg_count > len(shown):
             shown = shown + [f"…({self.arg_count - len(shown)} more)"]
-        return _json(shown)
+        return f"[{','.join(map(_json, shown))}]"
 
 
 def command_of(msg: RespMessage) -> RedisCommand:

@@ -12,10 +12,12 @@ connector, which detaches its probes.
 Connector threads run nicer than the rest of the process (`nice`, default
 DEFAULT_NICE): on a busy node the traced applications and the person at the
 REPL come first, and a decoder that falls behind loses events, counted in
-tracedb_connectors.events_lost, rather than the applications' CPU. Measured
-with bench/http_overhead.py (nginx + wrk paced at ~11k requests/s, both ends
-traced, 2 CPUs): at the same priority, p99 latency x1.9 and throughput 0.93;
-nice 10, x0.87 and 0.99, every request found either way.
+tracedb_connectors.events_lost, rather than the applications' CPU. The gain
+is real but modest (bench/http_overhead.py, nginx + wrk paced at ~11k
+requests/s, both ends traced, 2 CPUs, every request found either way):
+throughput ratio 0.90 at the same priority, 0.92 at nice 10; p99 latency
+x6.6 and x5.2. Most of the latency the tracer adds does not come from
+competing for CPU (see bench/README.md).
 """
 
 from __future__ import annotations

@@ -4,39 +4,18 @@ into http_events; budgets and losses."""
 
 from __future__ import annotations
 
-
-import numpy as np
 import pyarrow as pa
 import pytest
 
 import tracedb.connectors.socket_tracer.connector as connector_module
+from tests.unit.raw_events import CONN_ID, FakeProgram, conn_event, data_event, tracer_with
 from tracedb.connectors.bpf import RawRing
 from tracedb.connectors.socket_tracer.connector import DECODE_SLICE_EVENTS, SocketTracer, _TableColumns
-from tracedb.connectors.socket_tracer.events import CONN_EVENT, DATA_EVENT, ConnEventKind, Direction, Protocol, Role
+from tracedb.connectors.socket_tracer.events import ConnEventKind, Direction
 from tracedb.schema import get_schema
 
-CONN_ID = 7
 REQUEST = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def conn_event(kind: ConnEventKind, time_ns: int, conn_id: int = CONN_ID) -> bytes:
-    event = np.zeros((), CONN_EVENT)
-    event["time_ns"], event["kind"], event["protocol"] = time_ns, kind, Protocol.HTTP
-    conn = event["id"]
-    conn["conn_id"], conn["tgid"], conn["family"], conn["role"], conn["transport"] = conn_id, 42, 2, Role.SERVER, 1
-    conn["lport"], conn["rport"] = 80, 40000
-    conn["laddr"][:4] = conn["raddr"][:4] = (127, 0, 0, 1)
-    return event.tobytes()
-
-
-def data_event(direction: Direction, pos: int, payload: bytes, time_ns: int, size: int | None = None,
-               conn_id: int = CONN_ID) -> bytes:
-    header = np.zeros((), DATA_EVENT)
-    header["time_ns"], header["conn_id"], header["pos"] = time_ns, conn_id, pos
-    header["size"], header["captured"] = len(payload) if size is None else size, len(payload)
-    header["direction"], header["protocol"], header["role"] = direction, Protocol.HTTP, Role.SERVER
-    return header.tobytes() + payload
 
 
 def exchanges(count: int, start_ns: int = 1_000) -> list[tuple[str, bytes]]:
@@ -47,45 +26,6 @@ def exchanges(count: int, start_ns: int = 1_000) -> list[tuple[str, bytes]]:
         events.append(("data_ring", data_event(Direction.RECV, i * len(REQUEST), REQUEST, t)))
         events.append(("data_ring", data_event(Direction.SEND, i * len(RESPONSE), RESPONSE, t + 5)))
     return events
-
-
-class FakeProgram:
-    """Stands for BpfProgram: submitted events reach the rings at drain()."""
-
-    def __init__(self):
-        self.bpf = {b"conn_info_map": {}, b"not_inet_stream": {}}
-        self.rings: dict[str, RawRing] = {}
-        self.submitted: list[tuple[str, bytes]] = []
-        self.drains = 0
-        self.kernel_lost = 0
-
-    def load(self) -> None:
-        pass
-
-    def open_ring(self, name: str, dtype, limit_bytes) -> RawRing:
-        self.rings[name] = RawRing(dtype, limit_bytes)
-        return self.rings[name]
-
-    def submit(self, events: list[tuple[str, bytes]]) -> None:
-        self.submitted += events
-
-    def drain(self) -> None:
-        self.drains += 1
-        for ring, raw in self.submitted:
-            self.rings[ring].hold([raw])
-        self.submitted = []
-
-    def array_values(self, name: str) -> list[int]:
-        return [self.kernel_lost, 0, 0]
-
-    def close(self) -> None:
-        pass
-
-
-def tracer_with(program: FakeProgram, **options) -> SocketTracer:
-    tracer = SocketTracer(**options)
-    tracer.start_with(program)
-    return tracer
 
 
 def opened(count: int) -> list[tuple[str, bytes]]:

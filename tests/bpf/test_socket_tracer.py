@@ -1,12 +1,15 @@
 """Socket tracer behaviour beyond HTTP parsing: addresses of NULL-address
-accepts, its own sockets, pid and port filters, lost events."""
+accepts, its own sockets, pid and port filters, lost events, connections
+older than the collector."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import urllib.request
 
-from tests.bpf.peers.servers import peer_server, python_http_server
+from tests.bpf.peers.servers import nginx, peer_server, python_http_server
 from tests.bpf.test_http import run_client, wait_rows
 from tracedb import Collector
 
@@ -56,3 +59,46 @@ def test_a_full_ring_buffer_is_counted_and_tracing_goes_on(bpf_ready):
             (status,) = collector.query("select events_lost, state from tracedb_connectors").to_pylist()
     assert status["events_lost"] > 0 and status["state"] == "running"
     assert rows == [("/size/3", 200)]
+
+
+OPEN_THEN_WAIT_CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+print(s.getsockname()[1], flush=True)
+sys.stdin.readline()
+s.sendall(b"GET /three HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n")
+data = b""
+while not data.endswith(b"\\r\\n\\r\\nxxx"):
+    data += s.recv(4096)
+print(data.split(b"\\r\\n", 1)[0].decode(), flush=True)
+"""
+
+
+def test_connections_older_than_the_collector_get_their_roles(bpf_ready):
+    """Both ends of a connection opened before the collector started are
+    adopted at their first traced bytes, and get their roles from them, in
+    http_events and in conn_stats alike. nginx waits in epoll, so its read
+    begins after the probes are attached. (A server already blocked in
+    read() then is not: that read's buffer was given before any probe saw
+    it, and its bytes are lost.)"""
+    with nginx({"three": b"xxx"}) as (_, port):
+        client = subprocess.Popen([sys.executable, "-c", OPEN_THEN_WAIT_CLIENT, str(port)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            client_port = int(client.stdout.readline())
+            with Collector(sources=["socket_tracer"]) as collector:
+                client.stdin.write("go\n")
+                client.stdin.flush()
+                assert client.stdout.readline().strip() == "HTTP/1.1 200 OK"
+                ends = (f"(pid = {client.pid} and local_port = {client_port}) "
+                        f"or (local_port = {port} and remote_port = {client_port})")
+                rows = wait_rows(collector, f"select local_port, trace_role, req_path from http_events where {ends} "
+                                            "order by local_port", 2)
+                roles = wait_rows(collector, f"select distinct remote_port, trace_role from conn_stats "
+                                             f"where (pid = {client.pid} and remote_port = {port}) "
+                                             f"or remote_port = {client_port} order by remote_port", 2)
+        finally:
+            client.kill()
+            client.wait(timeout=10)
+    assert rows == sorted([(port, "server", "/three"), (client_port, "client", "/three")])
+    assert roles == sorted([(port, "client"), (client_port, "server")])

@@ -52,3 +52,46 @@ def test_idle_groups_are_forgotten():
     stats.take_rows(FORGET_AFTER_S * 1_000_000 + 1)
     stats.opened(conn(2))
     assert counters(stats.take_rows(FORGET_AFTER_S * 2_000_000)) == [(1, 0, 1, 0, 0)]
+
+
+def adopted(conn_id: int) -> Connection:
+    c = conn(conn_id)
+    c.role = Role.UNKNOWN
+    return c
+
+
+def test_an_adopted_connection_moves_to_its_role_learned_before_the_next_rows():
+    stats = ConnStats()
+    c = adopted(1)
+    stats.opened(c)
+    stats.update(1, 30, 40)
+    c.protocol, c.role = Protocol.HTTP, Role.SERVER
+    stats.protocol_known(c)
+    (row,) = stats.take_rows(1)
+    assert (row["trace_role"], row["protocol"]) == ("server", "http")
+    assert counters([row]) == [(1, 0, 1, 30, 40)], "its bytes move with it; no empty 'unknown' group is left"
+    stats.closed(1, 35, 45)
+    assert counters(stats.take_rows(2)) == [(1, 1, 0, 35, 45)]
+
+
+def test_a_role_learned_after_the_connection_was_published_leaves_it_where_it_was():
+    stats = ConnStats()
+    c = adopted(1)
+    stats.opened(c)
+    assert [r["trace_role"] for r in stats.take_rows(1)] == ["unknown"]
+    c.protocol, c.role = Protocol.HTTP, Role.SERVER
+    stats.protocol_known(c)
+    (row,) = stats.take_rows(2)
+    assert (row["trace_role"], row["protocol"], row["conn_open"]) == ("unknown", "http", 1), \
+        "cumulative counters of a published group never go down"
+
+
+def test_moving_keeps_the_other_connections_of_the_group():
+    stats = ConnStats()
+    stays, moves = adopted(1), adopted(2)
+    stats.opened(stays)
+    stats.opened(moves)
+    moves.protocol, moves.role = Protocol.HTTP, Role.CLIENT
+    stats.protocol_known(moves)
+    rows = {r["trace_role"]: r for r in stats.take_rows(1)}
+    assert counters([rows["unknown"], rows["client"]]) == [(1, 0, 1, 0, 0), (1, 0, 1, 0, 0)]

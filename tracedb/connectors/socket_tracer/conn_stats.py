@@ -7,6 +7,13 @@ something changed since its previous row, and while it has open connections.
 Counters are cumulative while the group is remembered; a group with no open
 connection and no change for FORGET_AFTER_S is forgotten (servers see one group
 per client port, which would otherwise grow without bound).
+
+A connection older than the collector is adopted with its role unknown; the
+role is learned with its protocol, usually from the same first bytes. If
+that happens before its group has written a row, the connection moves to
+the group of its real role; after, it stays (a cumulative counter never goes
+down), so a connection whose protocol took a push period or more to infer
+is counted under role "unknown".
 """
 
 from __future__ import annotations
@@ -43,18 +50,36 @@ class ConnStats:
     def __init__(self) -> None:
         self._groups: dict[GroupKey, _Group] = {}
         self._group_of: dict[int, GroupKey] = {}  # open conn_id -> its group
+        self._unpublished: set[int] = set()  # conn_ids opened since the last rows: free to change group
 
     def opened(self, conn: Connection) -> None:
-        key = (conn.upid, conn.pid, conn.remote.addr, conn.remote.port, ROLE_NAMES[conn.role])
+        self._join(conn, _key(conn), (0, 0))
+        self._unpublished.add(conn.conn_id)
+
+    def _join(self, conn: Connection, key: GroupKey, open_bytes: tuple[int, int]) -> None:
         group = self._groups.setdefault(key, _Group(conn.family))
         group.opened += 1
-        group.open_bytes[conn.conn_id] = (0, 0)
+        group.open_bytes[conn.conn_id] = open_bytes
         self._group_of[conn.conn_id] = key
 
     def protocol_known(self, conn: Connection) -> None:
+        """conn's protocol, and with it maybe its role, is known."""
         key = self._group_of.get(conn.conn_id)
-        if key is not None:
-            self._groups[key].protocol = conn.protocol
+        if key is None:
+            return
+        if key != _key(conn) and conn.conn_id in self._unpublished:
+            key = self._move(conn, key)
+        self._groups[key].protocol = conn.protocol
+
+    def _move(self, conn: Connection, old_key: GroupKey) -> GroupKey:
+        """Take an unpublished connection out of old_key's group into its role's; its new key."""
+        old = self._groups[old_key]
+        old.opened -= 1
+        open_bytes = old.open_bytes.pop(conn.conn_id)
+        if not old.opened:
+            del self._groups[old_key]
+        self._join(conn, _key(conn), open_bytes)
+        return _key(conn)
 
     def update(self, conn_id: int, sent: int, recv: int) -> None:
         key = self._group_of.get(conn_id)
@@ -62,6 +87,7 @@ class ConnStats:
             self._groups[key].open_bytes[conn_id] = (sent, recv)
 
     def closed(self, conn_id: int, sent: int, recv: int) -> None:
+        self._unpublished.discard(conn_id)
         key = self._group_of.pop(conn_id, None)
         if key is None:
             return
@@ -76,6 +102,7 @@ class ConnStats:
 
     def take_rows(self, time_us: int) -> list[dict]:
         rows = []
+        self._unpublished.clear()
         for key, group in list(self._groups.items()):
             counters = group.counters()
             if counters != group.last_row:
@@ -106,3 +133,7 @@ class ConnStats:
             "bytes_sent": sent,
             "bytes_recv": recv,
         }
+
+
+def _key(conn: Connection) -> GroupKey:
+    return conn.upid, conn.pid, conn.remote.addr, conn.remote.port, ROLE_NAMES[conn.role]

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 from pathlib import Path
 
 from common import print_table
 from http_overhead import TRACED_PIDS, Nginx, run_wrk
-from tracer_round import RETENTION
+from tracer_round import RETENTION, requirements_missing
 
 import tracedb
 
@@ -75,13 +74,8 @@ def main() -> int:
                         help="every process (default), nginx's worker only, or nothing (all filtered in the kernel)")
     args = parser.parse_args()
     args.threads, args.pace_script = 1, None
-    if os.geteuid() != 0:
-        print("bpf_cost: the socket tracer needs root", file=sys.stderr)
+    if requirements_missing("bpf_cost", ["nginx", "wrk"]):
         return 2
-    for tool in ("nginx", "wrk"):
-        if shutil.which(tool) is None:
-            print(f"bpf_cost: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
-            return 2
     stats_before = BPF_STATS.read_text()
     nginx = Nginx(sendfile=True)
     try:

@@ -62,7 +62,6 @@ import csv
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -71,7 +70,7 @@ from pathlib import Path
 
 from common import median, print_table
 from http_overhead import TARGETS, children_cpu_s, pct, proc_cpu_s, scalar, tracedb_version
-from tracer_round import TracerRound, print_losses, run_round
+from tracer_round import TracerRound, print_losses, requirements_missing, run_round
 
 from tracedb.collector import DEFAULT_NICE
 
@@ -383,15 +382,9 @@ def main() -> int:
     args.warmup = args.warmup if args.warmup is not None else (1 if quick else 2)
     if args.rounds < 1 or args.duration <= 0 or any(n is not None and n < 1 for n in (args.requests, args.rate)):
         parser.error("--rounds, --duration, --requests and --rate must be positive")
-    if os.geteuid() != 0:
-        print("db_overhead: the socket tracer needs root", file=sys.stderr)
-        return 2
     tools = {"pgbench": [str(PG_BIN / "pgbench")], "redis": ["redis-server", "redis-benchmark"]}
-    for name in ("pgbench", "redis"):
-        for tool in tools[name] if args.only in (None, name) else ():
-            if shutil.which(tool) is None:
-                print(f"db_overhead: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
-                return 2
+    if requirements_missing("db_overhead", [t for name in tools if args.only in (None, name) for t in tools[name]]):
+        return 2
 
     version = tracedb_version()
     print(f"tracedb {version}; {os.cpu_count()} CPUs; {args.rounds} x (untraced, traced) of {args.duration:g} s "

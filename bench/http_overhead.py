@@ -75,7 +75,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import median, print_table
-from tracer_round import TracerRound, print_losses, run_round
+from tracer_round import TracerRound, print_losses, requirements_missing, run_round
 
 import tracedb
 from tracedb.collector import DEFAULT_NICE
@@ -516,13 +516,8 @@ def main() -> int:
         parser.error("--rounds and --duration must be positive")
     if args.delay_ms is not None and args.delay_ms < 0:
         parser.error("--delay-ms must be >= 0")
-    if os.geteuid() != 0:
-        print("http_overhead: the socket tracer needs root", file=sys.stderr)
+    if requirements_missing("http_overhead", ["nginx", "wrk"]):
         return 2
-    for tool in ("nginx", "wrk"):
-        if shutil.which(tool) is None:
-            print(f"http_overhead: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
-            return 2
 
     if args.no_decode:
         SocketTracer._decode_data = count_undecoded

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,18 @@ from tracedb.storage import Retention
 # Large enough that retention never drops rows of a round (checked: rows_dropped).
 RETENTION = Retention(max_bytes=8 * 1024**3, max_age_s=3600.0)
 Load = TypeVar("Load")
+
+
+def requirements_missing(script: str, tools: list[str]) -> bool:
+    """Say so (on stderr) if this process is not root or one of `tools` is not installed."""
+    if os.geteuid() != 0:
+        print(f"{script}: the socket tracer needs root", file=sys.stderr)
+        return True
+    for tool in tools:
+        if shutil.which(tool) is None:
+            print(f"{script}: {tool} not found (sudo scripts/setup.sh --test installs it)", file=sys.stderr)
+            return True
+    return False
 
 
 def self_cpu_s() -> float:

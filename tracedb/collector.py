@@ -16,8 +16,10 @@ tracedb_connectors.events_lost, rather than the applications' CPU. The gain
 is real but modest (bench/http_overhead.py, nginx + wrk paced at ~11k
 requests/s, both ends traced, 2 CPUs, every request found either way):
 throughput ratio 0.90 at the same priority, 0.92 at nice 10; p99 latency
-x6.6 and x5.2. Most of the latency the tracer adds does not come from
-competing for CPU (see bench/README.md).
+x6.6 and x5.2. Most of the latency the decoder added came from its keeping
+a CPU for a whole time slice, or on a PREEMPT_NONE kernel until the next
+tick, which niceness does not change: the socket tracer offers its CPU
+between small steps of decoding instead (its connector module).
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ undecoded (replacing the connector's _decode_data in this process): what
 is left is the kernel's capture and the copy out of the ring, the cost a
 decoder of any speed would still have.
 
+`--runqueue` also measures, in every round, how long nginx's and wrk's
+threads waited for a CPU once runnable (bench/runqueue.py): the tracer's
+share of the latency it adds.
+
 A paced rate is also where `--nice` matters: at the same priority as nginx
 and wrk the decoder's bursts delay them; niced it uses idle CPU only.
 
@@ -55,7 +59,7 @@ then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile]
                                             [--trace all|nginx|nothing]
-                                            [--delay-ms N] [--nice N] [--no-decode]
+                                            [--delay-ms N] [--nice N] [--no-decode] [--runqueue]
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import median, print_table
+from runqueue import RunQueueLatency, Waits
 from tracer_round import TracerRound, print_losses, requirements_missing, run_round
 
 import tracedb
@@ -314,6 +319,7 @@ TRACED_PIDS = {"nginx": lambda nginx: (nginx.worker_pid,), "nothing": lambda ngi
 class Round(TracerRound):
     wrk: WrkResult
     nginx_cpu_s: float
+    waits: Waits | None = None  # with --runqueue: nginx's and wrk's waits for a CPU
 
     @property
     def wall_s(self) -> float:
@@ -334,14 +340,18 @@ def count_undecoded(tracer: SocketTracer, events: list[bytes]) -> None:
     tracer.stats.events += len(events)
 
 
-def play_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace) -> Round:
-    def load() -> tuple[WrkResult, float]:
+def play_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace,
+               run_queue: RunQueueLatency | None) -> Round:
+    def load() -> tuple[WrkResult, float, Waits | None]:
         nginx0 = nginx.cpu_s()
-        return run_wrk(nginx.url(), args, args.duration), nginx.cpu_s() - nginx0
+        if run_queue:
+            run_queue.reset()
+        wrk = run_wrk(nginx.url(), args, args.duration)
+        return wrk, nginx.cpu_s() - nginx0, run_queue.read() if run_queue else None
 
     options = {"pids": TRACED_PIDS[args.trace](nginx)} if args.trace != "all" else None
-    (wrk, nginx_cpu), fields = run_round(traced, load, options, args.nice, lambda c: count_rows(c, nginx))
-    return Round(index=index, traced=traced, wrk=wrk, nginx_cpu_s=nginx_cpu, **fields)
+    (wrk, nginx_cpu, waits), fields = run_round(traced, load, options, args.nice, lambda c: count_rows(c, nginx))
+    return Round(index=index, traced=traced, wrk=wrk, nginx_cpu_s=nginx_cpu, waits=waits, **fields)
 
 
 def scalar(collector, sql: str) -> object:
@@ -444,6 +454,14 @@ def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connectio
                   f"{r.thread_wait_s:.2f}", f"{r.us_per_event:.1f}", f"{r.cores_needed:.2f}"] for r in rounds])
 
 
+def print_waits(rounds: list[Round]) -> None:
+    print("\nRun-queue latency of nginx and wrk (--runqueue): their threads' waits for a CPU once runnable")
+    print_table(["round", "mode", "waits", "> 32 us %", "> 512 us %", "> 2 ms %", "longest < us"],
+                [[r.index, r.mode, f"{r.waits.total:,}", pct(r.waits.share_over(32), 2),
+                  pct(r.waits.share_over(512), 3), pct(r.waits.share_over(2048), 3), f"{r.waits.longest_us():,}"]
+                 for r in rounds])
+
+
 def print_summary(rounds: list[Round]) -> None:
     untraced = [r for r in rounds if not r.traced]
     traced = [r for r in rounds if r.traced]
@@ -507,6 +525,8 @@ def main() -> int:
     parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
                         help=f"the collector's nice (its connector threads' niceness above this process's; "
                              f"default {DEFAULT_NICE}, the collector's own default)")
+    parser.add_argument("--runqueue", action="store_true",
+                        help="also measure how long nginx's and wrk's threads waited for a CPU (bench/runqueue.py)")
     parser.add_argument("--no-decode", action="store_true",
                         help="drain data events and drop them undecoded: the capture's cost without decoding")
     parser.add_argument("--delay-ms", type=int, default=None,
@@ -524,6 +544,7 @@ def main() -> int:
     version = tracedb_version()
     nginx = Nginx(sendfile=not args.no_sendfile)
     rounds: list[Round] = []
+    run_queue = RunQueueLatency(["nginx", "wrk"]) if args.runqueue else None
     try:
         nginx.start()
         args.pace_script = pace_script(nginx.tmp, args.delay_ms)
@@ -540,7 +561,7 @@ def main() -> int:
             run_wrk(nginx.url(), args, args.warmup)
         for i in range(args.rounds):
             for traced in (False, True):
-                r = play_round(len(rounds) + 1, traced, nginx, args)
+                r = play_round(len(rounds) + 1, traced, nginx, args, run_queue)
                 rounds.append(r)
                 extra = f", tracer CPU {r.tracer_pct:.1f} %, found {r.found_pct:.3f} %" if traced else ""
                 print(f"  round {r.index} {r.mode}: {r.wrk.rps:,.0f} req/s, "
@@ -548,9 +569,13 @@ def main() -> int:
                       file=sys.stderr)
     finally:
         nginx.stop()
+        if run_queue:
+            run_queue.close()
 
     print()
     print_rounds(rounds)
+    if args.runqueue:
+        print_waits(rounds)
     print_traced([r for r in rounds if r.traced], req_bytes, resp_bytes, args.connections)
     print_summary(rounds)
     if tracedb_version() != version:

@@ -72,6 +72,7 @@ from common import median, print_table
 from http_overhead import TARGETS, children_cpu_s, pct, proc_cpu_s, scalar, tracedb_version
 from tracer_round import TracerRound, print_losses, requirements_missing, run_round
 
+from tracedb.cli import parse_nice
 from tracedb.collector import DEFAULT_NICE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.bpf.peers.servers
@@ -366,8 +367,8 @@ def main() -> int:
                         help="what traced rounds trace: every process (default); connections with the server's "
                              "port only (SocketTracerOptions.ports); nothing, every probe attached but each event "
                              "filtered out in the kernel at its first check: the floor of the design's cost")
-    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
-                        help=f"the collector's nice (its connector threads' niceness above this process's; "
+    parser.add_argument("--nice", type=parse_nice, default=DEFAULT_NICE, metavar="N|idle",
+                        help=f"the collector's nice (its connector threads' niceness above this process's, or idle; "
                              f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untraced pgbench seconds before the rounds (default 2; --quick 1; 0: none)")

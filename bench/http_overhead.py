@@ -83,6 +83,7 @@ from runqueue import RunQueueLatency, Waits
 from tracer_round import TracerRound, print_losses, requirements_missing, run_round
 
 import tracedb
+from tracedb.cli import parse_nice
 from tracedb.collector import DEFAULT_NICE
 from tracedb.connectors.socket_tracer.connector import SocketTracer
 
@@ -522,8 +523,8 @@ def main() -> int:
                         help="what traced rounds trace: every process (default); nginx's worker only "
                              "(SocketTracerOptions.pids); nothing, every probe attached but each event filtered "
                              "out in the kernel at its first check: the floor of the design's cost")
-    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
-                        help=f"the collector's nice (its connector threads' niceness above this process's; "
+    parser.add_argument("--nice", type=parse_nice, default=DEFAULT_NICE, metavar="N|idle",
+                        help=f"the collector's nice (its connector threads' niceness above this process's, or idle; "
                              f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--runqueue", action="store_true",
                         help="also measure how long nginx's and wrk's threads waited for a CPU (bench/runqueue.py)")

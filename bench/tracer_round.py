@@ -106,7 +106,7 @@ class TracerRound:
         return self.tracer_cpu_s / max(1, self.counts["events"]) * 1e6
 
 
-def run_round(traced: bool, load: Callable[[], Load], options: dict | None, nice: int,
+def run_round(traced: bool, load: Callable[[], Load], options: dict | None, nice: int | str,
               count_rows: Callable[[tracedb.Collector], dict]) -> tuple[Load, dict]:
     """The load's result, and the TracerRound fields the round measured (all but index and traced).
 

@@ -26,7 +26,7 @@ import threading
 import pyarrow as pa
 
 from tracedb import output
-from tracedb.collector import DEFAULT_NICE, Collector, EnvironmentNotReady
+from tracedb.collector import DEFAULT_NICE, IDLE, Collector, EnvironmentNotReady
 from tracedb.connectors.registry import connectors
 from tracedb.export import ContinuousExporter, ParquetSource, export_tables, parse_time
 from tracedb.repl.sqltext import split_statements
@@ -127,14 +127,24 @@ def parse_ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def parse_nice(text: str) -> int | str:
+    """A connector threads' niceness, 0..19, or idle."""
+    if text == IDLE:
+        return IDLE
+    if text.isdigit() and 0 <= int(text) <= 19:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected 0..19 or {IDLE}, got {text!r}")
+
+
 def _add_collector_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sources", type=parse_names, metavar="NAME,...", help="connectors or tables to run (default: all)")
     parser.add_argument("--retention-bytes", type=parse_size, metavar="SIZE", help="byte budget per table (default 128M)")
     parser.add_argument("--retention-age", type=parse_seconds, metavar="S", help="age limit per table (default 1h)")
-    parser.add_argument("--nice", type=int, choices=range(20), default=DEFAULT_NICE, metavar="N",
-                        help=f"run the connectors' decoding N nicer than the rest (0..19, default {DEFAULT_NICE}): the "
-                             "node's applications come first, and events a busy node leaves no CPU for are lost "
-                             "and counted; 0 keeps up at the applications' expense")
+    parser.add_argument("--nice", type=parse_nice, default=DEFAULT_NICE, metavar="N|idle",
+                        help=f"run the connectors' decoding N nicer than the rest (0..19, default {DEFAULT_NICE}), or "
+                             f"{IDLE} (SCHED_IDLE: only on CPU time nothing else wants): the node's applications come "
+                             "first, and events a busy node leaves no CPU for are lost and counted; 0 keeps up at "
+                             "the applications' expense")
     tracer = parser.add_argument_group("socket tracer")
     tracer.add_argument("--trace-pids", type=parse_ints, metavar="PID,...", help="trace only these processes' sockets")
     tracer.add_argument("--trace-ports", type=parse_ints, metavar="PORT,...", help="trace only connections with one of these local or remote ports")

@@ -17,7 +17,7 @@ def run_cli(*args):
         (["run", "--duration", "soon"], "not a positive duration"),
         (["run", "--format", "xml"], "invalid choice"),
         (["run", "--retention-bytes", "lots"], "not a positive size"),
-        (["run", "--nice", "25"], "invalid choice: 25"),
+        (["run", "--nice", "25"], "expected 0..19 or idle, got '25'"),
         (["frobnicate"], "invalid choice"),
     ],
 )

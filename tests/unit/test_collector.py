@@ -1,5 +1,6 @@
 """Collector behaviour with connectors that are unavailable or fail (no root)."""
 
+import os
 import threading
 import time
 
@@ -91,6 +92,13 @@ def test_connector_threads_run_nicer_than_the_process():
         assert thread_nice(threading.get_native_id()) == own, "only the connector threads change"
 
 
-def test_nice_out_of_range_is_refused():
-    with pytest.raises(ValueError, match="nice must be in 0..19"):
-        Collector(sources=["procfs"], nice=20)
+def test_idle_puts_connector_threads_in_sched_idle():
+    with Collector(sources=["procfs"], nice="idle") as collector:
+        assert os.sched_getscheduler(collector.runs[0].thread.native_id) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "only the connector threads change"
+
+
+@pytest.mark.parametrize("nice", [20, -1, "lazy"])
+def test_nice_out_of_range_is_refused(nice):
+    with pytest.raises(ValueError, match="nice must be in 0..19 or 'idle'"):
+        Collector(sources=["procfs"], nice=nice)

@@ -232,8 +232,7 @@ def _lower_priority(tid: int, nice: int | str) -> None:
     if nice == IDLE:
         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         return
-    increment = nice
-    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
 
 
 def _next_tick(previous: float, period: float, now: float) -> float:

@@ -6,9 +6,9 @@ most of its period, each push (1 s) for at most FLUSH_DECODE_S and then turns
 the rows gathered since the last push into record batches. It goes a slice of
 events at a time, and the ring buffers are drained (raw copies) before every
 slice, so that decoding never leaves the kernel's rings unread for long.
-Decoding is done in small steps with a courtesy in between: every
-YIELD_EVERY_NS at most, the thread offers its CPU to any thread waiting for
-it (sched_yield). Without that, a node's application woken while the decoder
+Between steps of decoding (a connection's bytes, a slice, a column of an
+Arrow conversion), at most every YIELD_EVERY_NS, the thread offers its CPU
+to any thread waiting for it (sched_yield). Without that, a node's application woken while the decoder
 runs Python waits for the decoder's time slice to end, or on a kernel built
 without preemption (PREEMPT_NONE, common on servers) for the next tick, 4 ms
 at HZ=250. bench/http_overhead.py at a paced ~11.8k requests/s (nginx + wrk,

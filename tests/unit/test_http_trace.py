@@ -60,3 +60,13 @@ def test_malformed_request_is_counted_and_the_next_one_parses():
     assert [r["req_path"] for r in rows(conn)] == ["/a"]
     assert conn.take_new_parse_errors() == 1
     assert conn.take_new_parse_errors() == 0, "each error is reported once"
+
+
+def test_connection_columns_follow_the_role_learned():
+    conn = Connection(conn_id=1, upid="1:2", pid=1, family=2, local=Endpoint("127.0.0.1", 80),
+                      remote=Endpoint("127.0.0.1", 5000), role=Role.UNKNOWN)
+    assert conn.columns()["trace_role"] == "unknown"
+    conn.learn_protocol(Protocol.HTTP, Role.SERVER, body_limit=16)
+    assert conn.columns()["trace_role"] == "server"
+    part = conn.with_peer(Endpoint("127.0.0.1", 6000), body_limit=16)
+    assert part.columns()["remote_port"] == 6000 and conn.columns()["remote_port"] == 5000

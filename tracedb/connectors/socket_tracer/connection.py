@@ -39,6 +39,8 @@ class Connection:
     trace: Trace | None = None
     streams: dict[Direction, StreamBuffer | DatagramBuffer] = field(default_factory=dict)
     parse_errors_reported: int = 0
+    # columns() as last built: a connection with rows in every slice would otherwise build it every time.
+    _columns: dict | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self):
         buffer = StreamBuffer if self.transport == Transport.TCP else DatagramBuffer
@@ -68,15 +70,18 @@ class Connection:
 
     def learn_protocol(self, protocol: Protocol, role: Role, body_limit: int) -> None:
         self.protocol, self.role = protocol, role
+        self._columns = None  # the role may have changed
         trace_class = TRACES.get((protocol, self.transport))
         if self.trace is None and trace_class is not None:
             self.trace = trace_class(body_limit)
 
     def columns(self) -> dict:
-        """The columns every protocol table shares (COMMON_COLUMNS)."""
-        values = (self.upid, self.pid, self.remote.addr, self.remote.port, self.local.addr, self.local.port,
-                  ROLE_NAMES[self.role], False, self.conn_id)
-        return dict(zip(COMMON_COLUMNS, values))
+        """The columns every protocol table shares (COMMON_COLUMNS); the same dict until the role is learned."""
+        if self._columns is None:
+            values = (self.upid, self.pid, self.remote.addr, self.remote.port, self.local.addr, self.local.port,
+                      ROLE_NAMES[self.role], False, self.conn_id)
+            self._columns = dict(zip(COMMON_COLUMNS, values))
+        return self._columns
 
     def take_new_parse_errors(self) -> int:
         """Parse errors of this connection's trace not reported before."""

@@ -1,6 +1,6 @@
 /* socket_tracer: TCP connections of every process, their byte counts, and the
- * payloads of connections whose protocol was recognised, from syscall
- * tracepoints only (no kprobes).
+ * payloads of connections whose protocol was recognised, from the exits of
+ * syscall tracepoints only (no kprobes, no entry programs).
  *
  * A connection is known from the exit of connect() (client) or accept() /
  * accept4() (server), or adopted when a process first reads or writes an fd
@@ -45,12 +45,11 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* The syscalls whose entry saves arguments for their exit: the data ones
- * (also sent with each data event) and the connection ones. */
+/* The data syscalls, each followed by its exit alone (see "a syscall's
+ * arguments" below); sent with each data event. */
 enum syscall_kind {
     SYS_READ = 1, SYS_WRITE, SYS_READV, SYS_WRITEV, SYS_RECVFROM, SYS_SENDTO,
     SYS_RECVMSG, SYS_SENDMSG, SYS_RECVMMSG, SYS_SENDMMSG, SYS_SENDFILE,
-    SYS_CONNECT, SYS_ACCEPT, SYS_CLOSE,
 };
 
 /* The kernel state of one connection. */
@@ -62,18 +61,13 @@ struct conn_info {
     __u8 infer_attempts;
 };
 
-/* Arguments saved at a syscall's entry for its exit, one slot per thread
- * (task storage: no hashing, no lock, nothing to delete, unlike a hash map
- * keyed by thread, whose update and delete were most of a syscall's cost).
- * A thread is in one syscall at a time; `kind` says which saved the slot, and
- * an exit that finds another kind (or 0) ignores it. */
+/* A data syscall's arguments, as its exit reads them. */
 struct data_args {
     __u64 buf;     /* buffer, iovec array, msghdr or mmsghdr array */
     __u64 addr;    /* sendto/recvfrom: the peer's sockaddr (NULL when connected) */
     __u32 fd;
     __u32 count;   /* iovec count or mmsghdr count */
     __u8 direction;
-    __u8 kind;     /* enum syscall_kind, 0: nothing pending */
 };
 
 /* A data event as built in scratch memory before it is copied to the ring.
@@ -88,7 +82,6 @@ BPF_RINGBUF_OUTPUT(data_ring, DATA_RING_PAGES);
 BPF_RINGBUF_OUTPUT(conn_ring, CONN_RING_PAGES);
 BPF_HASH(conn_info_map, __u64, struct conn_info, 65536);    /* tgid << 32 | fd */
 BPF_HASH(not_inet_stream, __u64, __u8, 65536);              /* fds known not to be TCP */
-BPF_TASK_STORAGE(pending, struct data_args);
 BPF_ARRAY(scratch, struct data_scratch, MAX_CPUS);
 BPF_ARRAY(next_conn_id, __u64, 1);
 /* lost[0]: data events, lost[1]: connection events, lost[2]: conn_info_map full */
@@ -228,121 +221,106 @@ static __always_inline struct conn_info *track(__u32 tgid, __u32 fd, __u8 role, 
     return stored;
 }
 
-/* ---- the per-thread slot ---------------------------------------------------- */
+/* ---- a syscall's arguments --------------------------------------------------
+ * Read at its exit from the user registers the kernel saved at its entry
+ * (x86-64: arguments in di, si, dx, r10, r8, r9; offsets from BTF), which the
+ * syscalls followed here never change. So no program runs at their entries:
+ * one saving the arguments for the exit cost every probed syscall a second
+ * tracepoint hit and a slot lookup (bench/probe_floor.py), and a syscall
+ * already blocked when the probes were attached (a server waiting in read())
+ * is now seen whole. */
 
-static __always_inline struct data_args *slot(__u64 flags)
+/* The saved registers, as a pointer the verifier types from BTF: read by
+ * plain loads (a bpf_probe_read_kernel each cost ~50 ns more). */
+static __always_inline const char *user_regs(void)
 {
-    return pending.task_storage_get(bpf_get_current_task_btf(), 0, flags);
+    return (const char *)bpf_task_pt_regs(bpf_get_current_task_btf());
 }
 
-/* The slot for a syscall's entry to fill (0 if it cannot be had). */
-static __always_inline struct data_args *save(__u8 kind, __u32 fd)
+static __always_inline __u64 reg(const char *regs, int offset)
 {
-    struct data_args *a = slot(BPF_LOCAL_STORAGE_GET_F_CREATE);
-    if (a) {
-        a->kind = kind;
-        a->fd = fd;
+    return *(const __u64 *)(regs + offset);
+}
+
+static __always_inline __u32 fd_arg(void)
+{
+    return reg(user_regs(), ARG0_OFF);
+}
+
+static __always_inline __u8 direction_of(const int kind)
+{
+    switch (kind) {
+    case SYS_READ:
+    case SYS_READV:
+    case SYS_RECVFROM:
+    case SYS_RECVMSG:
+    case SYS_RECVMMSG:
+        return DIR_RECV;
+    default:
+        return DIR_SEND;
     }
-    return a;
 }
 
-/* An entry that saves nothing still clears the slot: an exit never seen
- * (a thread killed inside a syscall) must not leave arguments for the next. */
-static __always_inline void save_nothing(void)
+/* `kind` is a constant at every call site: each program reads only the
+ * registers its syscall uses. */
+static __always_inline void read_data_args(const int kind, __u32 fd, struct data_args *a)
 {
-    struct data_args *a = slot(0);
-    if (a)
-        a->kind = 0;
-}
-
-/* What the entry of `kind` saved, copied out, the slot cleared; 0 if nothing. */
-static __always_inline int saved(__u8 kind, struct data_args *out)
-{
-    struct data_args *a = slot(0);
-    if (!a || a->kind != kind)
-        return 0;
-    *out = *a;
-    a->kind = 0;
-    return 1;
+    const char *regs = user_regs();
+    a->fd = fd;
+    a->buf = kind == SYS_SENDFILE ? 0 : reg(regs, ARG1_OFF);
+    a->count = kind == SYS_READV || kind == SYS_WRITEV || kind == SYS_RECVMMSG || kind == SYS_SENDMMSG
+                   ? reg(regs, ARG2_OFF) : 0;
+    a->addr = kind == SYS_RECVFROM || kind == SYS_SENDTO ? reg(regs, ARG4_OFF) : 0;
+    a->direction = direction_of(kind);
 }
 
 /* ---- connect / accept / close ------------------------------------------ */
-
-TRACEPOINT_PROBE(syscalls, sys_enter_connect)
-{
-    if (traced_process(bpf_get_current_pid_tgid() >> 32))
-        save(SYS_CONNECT, args->fd);
-    return 0;
-}
 
 #define EINPROGRESS 115
 
 TRACEPOINT_PROBE(syscalls, sys_exit_connect)
 {
-    struct data_args a;
-    if (!saved(SYS_CONNECT, &a) || (args->ret != 0 && args->ret != -EINPROGRESS))
-        return 0;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    __u64 key = conn_key(tgid, a.fd);
+    if ((args->ret != 0 && args->ret != -EINPROGRESS) || !traced_process(tgid))
+        return 0;
+    __u32 fd = fd_arg();
+    __u64 key = conn_key(tgid, fd);
     not_inet_stream.delete(&key);
-    track(tgid, a.fd, ROLE_CLIENT, ORIGIN_CONNECT);
+    track(tgid, fd, ROLE_CLIENT, ORIGIN_CONNECT);
     return 0;
-}
-
-static __always_inline void enter_accept(void)
-{
-    if (traced_process(bpf_get_current_pid_tgid() >> 32))
-        save(SYS_ACCEPT, 0);
 }
 
 static __always_inline void exit_accept(long ret)
 {
-    struct data_args a;
-    if (!saved(SYS_ACCEPT, &a) || ret < 0)
-        return;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (ret < 0 || !traced_process(tgid))
+        return;
     __u64 key = conn_key(tgid, ret);
     not_inet_stream.delete(&key);
     track(tgid, ret, ROLE_SERVER, ORIGIN_ACCEPT);
 }
 
-TRACEPOINT_PROBE(syscalls, sys_enter_accept) { enter_accept(); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { enter_accept(); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept) { exit_accept(args->ret); return 0; }
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { exit_accept(args->ret); return 0; }
 
-/* Only a close of an fd this program knows (a connection, or a negative
- * entry) is followed to its exit: most closes are of files. */
-TRACEPOINT_PROBE(syscalls, sys_enter_close)
-{
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!traced_process(id >> 32))
-        return 0;
-    __u32 fd = args->fd;
-    __u64 key = conn_key(id >> 32, fd);
-    if (conn_info_map.lookup(&key) || not_inet_stream.lookup(&key))
-        save(SYS_CLOSE, fd);
-    else
-        save_nothing();
-    return 0;
-}
-
+/* An fd is in at most one of the two maps (track() is only tried for an fd
+ * not known as a non-socket), so most closes, of files, cost one lookup and
+ * one delete of a missing key. */
 TRACEPOINT_PROBE(syscalls, sys_exit_close)
 {
-    struct data_args a;
-    if (!saved(SYS_CLOSE, &a) || args->ret != 0)
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (args->ret != 0 || !traced_process(tgid))
         return 0;
-    __u64 key = conn_key(bpf_get_current_pid_tgid() >> 32, a.fd);
-    not_inet_stream.delete(&key);
+    __u64 key = conn_key(tgid, fd_arg());
     struct conn_info *info = conn_info_map.lookup(&key);
     if (info) {
         send_conn_event(info, CONN_CLOSE);
         conn_info_map.delete(&key);
+    } else {
+        not_inet_stream.delete(&key);
     }
     return 0;
 }
-
-
 
 /* Look at the first bytes a syscall moved; set protocol (and role if it was
  * unknown) when they are recognised; give up after INFER_ATTEMPTS. */
@@ -360,39 +338,6 @@ static __always_inline void infer_protocol(struct conn_info *info, const __u8 *h
     if (++info->infer_attempts >= INFER_ATTEMPTS)
         info->protocol = PROTO_NONE;
 }
-
-/* ---- data: entry ---------------------------------------------------------- */
-
-static __always_inline void enter_data(const int kind, __u32 fd, __u64 buf, __u64 addr, __u32 count, __u8 direction)
-{
-    __u64 id = bpf_get_current_pid_tgid();
-    if (!traced_process(id >> 32))
-        return;
-    __u64 key = conn_key(id >> 32, fd);
-    if (not_inet_stream.lookup(&key)) {
-        save_nothing();
-        return;
-    }
-    struct data_args *a = save(kind, fd);
-    if (a) {
-        a->buf = buf;
-        a->addr = addr;
-        a->count = count;
-        a->direction = direction;
-    }
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_read) { enter_data(SYS_READ, args->fd, (__u64)args->buf, 0, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_write) { enter_data(SYS_WRITE, args->fd, (__u64)args->buf, 0, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_readv) { enter_data(SYS_READV, args->fd, (__u64)args->vec, 0, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_writev) { enter_data(SYS_WRITEV, args->fd, (__u64)args->vec, 0, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { enter_data(SYS_RECVFROM, args->fd, (__u64)args->ubuf, (__u64)args->addr, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { enter_data(SYS_SENDTO, args->fd, (__u64)args->buff, (__u64)args->addr, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { enter_data(SYS_RECVMSG, args->fd, (__u64)args->msg, 0, 0, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { enter_data(SYS_SENDMSG, args->fd, (__u64)args->msg, 0, 0, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_recvmmsg) { enter_data(SYS_RECVMMSG, args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_RECV); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendmmsg) { enter_data(SYS_SENDMMSG, args->fd, (__u64)args->mmsg, 0, args->vlen, DIR_SEND); return 0; }
-TRACEPOINT_PROBE(syscalls, sys_enter_sendfile64) { enter_data(SYS_SENDFILE, args->out_fd, 0, 0, 0, DIR_SEND); return 0; }
 
 /* ---- data: exit ------------------------------------------------------------ */
 
@@ -564,20 +509,24 @@ static __always_inline void on_bytes(struct conn_info *info, const int kind, str
 
 static __always_inline void exit_data(long ret, const int kind)
 {
-    struct data_args a;
-    if (!saved(kind, &a) || ret <= 0)
-        return;
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    __u64 key = conn_key(tgid, a.fd);
+    if (ret <= 0 || !traced_process(tgid))
+        return;
+    __u32 fd = fd_arg();
+    __u64 key = conn_key(tgid, fd);
     struct conn_info *info = conn_info_map.lookup(&key);
     if (!info) {
-        info = track(tgid, a.fd, ROLE_UNKNOWN, ORIGIN_ADOPTED);
+        if (not_inet_stream.lookup(&key))
+            return;
+        info = track(tgid, fd, ROLE_UNKNOWN, ORIGIN_ADOPTED);
         if (!info) {
             __u8 one = 1;
             not_inet_stream.update(&key, &one);
             return;
         }
     }
+    struct data_args a;
+    read_data_args(kind, fd, &a);
     if (kind != SYS_RECVMMSG && kind != SYS_SENDMMSG) {
         on_bytes(info, kind, &a, a.buf, ret);
         return;

@@ -1,13 +1,16 @@
 """Socket tracer behaviour beyond HTTP parsing: addresses of NULL-address
 accepts, its own sockets, pid and port filters, lost events, connections
-older than the collector."""
+older than the collector, syscalls already blocked when it starts."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from pathlib import Path
 
 from tests.bpf.peers.servers import nginx, peer_server, python_http_server
 from tests.bpf.test_http import run_client, wait_rows
@@ -77,10 +80,7 @@ print(data.split(b"\\r\\n", 1)[0].decode(), flush=True)
 def test_connections_older_than_the_collector_get_their_roles(bpf_ready):
     """Both ends of a connection opened before the collector started are
     adopted at their first traced bytes, and get their roles from them, in
-    http_events and in conn_stats alike. nginx waits in epoll, so its read
-    begins after the probes are attached. (A server already blocked in
-    read() then is not: that read's buffer was given before any probe saw
-    it, and its bytes are lost.)"""
+    http_events and in conn_stats alike."""
     with nginx({"three": b"xxx"}) as (_, port):
         client = subprocess.Popen([sys.executable, "-c", OPEN_THEN_WAIT_CLIENT, str(port)], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, text=True)
@@ -102,3 +102,47 @@ def test_connections_older_than_the_collector_get_their_roles(bpf_ready):
             client.wait(timeout=10)
     assert rows == sorted([(port, "server", "/three"), (client_port, "client", "/three")])
     assert roles == sorted([(port, "client"), (client_port, "server")])
+
+
+BLOCKED_IN_RECV_SERVER = """
+import socket
+listener = socket.create_server(("127.0.0.1", 0))
+print(listener.getsockname()[1], flush=True)
+conn, _ = listener.accept()
+request = b""
+while not request.endswith(b"\\r\\n\\r\\n"):
+    request += conn.recv(4096)
+conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nok")
+conn.recv(1)
+"""
+RECVFROM = 45  # x86-64 syscall number: Python's socket.recv()
+
+
+def blocked_in(pid: int, syscall_nr: int, timeout_s: float = 10.0) -> None:
+    """Wait until `pid` sleeps inside that syscall (/proc/<pid>/syscall)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if Path(f"/proc/{pid}/syscall").read_text().split()[0] == str(syscall_nr):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{pid} did not block in syscall {syscall_nr} within {timeout_s} s")
+
+
+def test_a_read_blocked_before_the_collector_started_is_seen_whole(bpf_ready):
+    """A syscall is followed at its exit alone, its arguments read from the
+    registers saved at its entry: a server that was already waiting in recv()
+    when the probes were attached still has its request traced."""
+    server = subprocess.Popen([sys.executable, "-c", BLOCKED_IN_RECV_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline())
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            blocked_in(server.pid, RECVFROM)
+            with Collector(sources=["socket_tracer"]) as collector:
+                client.sendall(b"GET /waiting HTTP/1.1\r\nHost: h\r\n\r\n")
+                assert client.recv(4096).endswith(b"ok")
+                rows = wait_rows(collector, f"select trace_role, req_method, req_path, resp_status, resp_body "
+                                            f"from http_events where pid = {server.pid}", 1)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+    assert rows == [("server", "GET", "/waiting", 200, "ok")]

@@ -75,6 +75,11 @@ KERNEL_FIELDS = {
     "SOCKET_SK_OFF": ("socket", "sk"),
     "SK_TYPE_OFF": ("sock", "sk_type"),
     "SK_PROTOCOL_OFF": ("sock", "sk_protocol"),
+    # A syscall's arguments in the user registers saved at its entry (x86-64).
+    "ARG0_OFF": ("pt_regs", "di"),
+    "ARG1_OFF": ("pt_regs", "si"),
+    "ARG2_OFF": ("pt_regs", "dx"),
+    "ARG4_OFF": ("pt_regs", "r8"),
 }
 # Members of struct sock_common, which sits in struct sock as __sk_common.
 SOCK_COMMON_FIELDS = {

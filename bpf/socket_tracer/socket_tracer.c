@@ -304,8 +304,9 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { exit_accept(args->ret); return 0; 
 TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { exit_accept(args->ret); return 0; }
 
 /* An fd is in at most one of the two maps (track() is only tried for an fd
- * not known as a non-socket), so most closes, of files, cost one lookup and
- * one delete of a missing key. */
+ * not known as a non-socket). Most closes are of files in neither: two
+ * lookups, no delete (a hash delete takes its bucket's lock even for a
+ * missing key). */
 TRACEPOINT_PROBE(syscalls, sys_exit_close)
 {
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -316,7 +317,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_close)
     if (info) {
         send_conn_event(info, CONN_CLOSE);
         conn_info_map.delete(&key);
-    } else {
+    } else if (not_inet_stream.lookup(&key)) {
         not_inet_stream.delete(&key);
     }
     return 0;

@@ -20,8 +20,9 @@ For each, `--rounds` pairs of rounds alternating untraced / traced. Traced:
 a collector in this process (bench/tracer_round.py; every process traced, as
 by default; `--trace port` limits it to connections with the server's port;
 its connector threads at `--nice`, default the collector's), started before
-the load (~5 s of compile, load and attach), stopped after it (the stop
-pushes the last events), then queried:
+the load (~5 s of compile, load and attach), left after it to decode what
+it holds (for at most `--catch-up` seconds, 60 by default), stopped (the
+stop pushes the last events), then queried:
 
   * found %: rows of pgsql_events / redis_events on the server side
     (trace_role 'server', local_port = the server's port) that are the
@@ -46,12 +47,12 @@ pushes the last events), then queried:
 Nothing is asserted; the targets of the issue (throughput ratio >= 0.95,
 found >= 99.9 %) are printed beside the figures. Needs root, PostgreSQL (with
 pgbench), redis-server and redis-benchmark. Bounded in time: the defaults
-(2 x 2 rounds of 10 s per load) take about 2.5 minutes; `--quick` (1 x 2
+(2 x 2 rounds of 10 s per load) take about 2.5 minutes when the tracer keeps up (each catch-up adds up to --catch-up); `--quick` (1 x 2
 rounds of 2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
 collector, then the server.
 
     .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis]
-                                          [--trace all|port|nothing] [--nice N] [--rate TPS]
+                                          [--trace all|port|nothing] [--nice N] [--rate TPS] [--catch-up S]
     .venv/bin/python bench/db_overhead.py --quick
 """
 
@@ -70,7 +71,7 @@ from pathlib import Path
 
 from common import median, print_table
 from http_overhead import TARGETS, children_cpu_s, pct, proc_cpu_s, scalar, tracedb_version
-from tracer_round import TracerRound, print_losses, requirements_missing, run_round
+from tracer_round import TracerRound, add_catch_up_option, print_losses, requirements_missing, run_round
 
 from tracedb.cli import parse_nice
 from tracedb.collector import DEFAULT_NICE
@@ -227,7 +228,7 @@ TRACE_OPTIONS = {"port": lambda load: {"ports": (load.port,)}, "nothing": lambda
 def play_round(index: int, traced: bool, load, args: argparse.Namespace) -> Round:
     options = TRACE_OPTIONS[args.trace](load) if args.trace != "all" else None
     result, fields = run_round(traced, lambda: load.run(args.duration), options, args.nice,
-                               lambda c: count_rows(c, load))
+                               lambda c: count_rows(c, load), args.catch_up)
     return Round(index=index, traced=traced, load=result, **fields)
 
 
@@ -306,12 +307,12 @@ def print_load(load, rounds: list[Round]) -> None:
     print_table(["trace_role", "req_cmd", "own", *(f"round {r.index}" for r in traced)],
                 [[k[0], k[1], "yes" if k[2] else "no", *(f"{rc.get(k, 0):,}" for rc in per_round)] for k in keys])
 
-    print(f"\nCollector (this process): start = compile + load + attach before {load.name}; stop = last flush + "
-          f"detach after it; tracer CPU while the load ran and until stopped (% of one core over the load's wall "
+    print(f"\nCollector (this process): start = compile + load + attach before {load.name}; catch-up = after it, "
+          f"until nothing waited to be decoded (--catch-up at most); stop = last flush + detach; tracer CPU while the load ran and until stopped (% of one core over the load's wall "
           f"time); its connector thread while the load ran: on a CPU / runnable but waiting (schedstat)")
-    print_table(["round", "start s", "stop s", "CPU during load %", "CPU load..stopped %", "thread on CPU s",
-                 "thread waiting s", "us/event"],
-                [[r.index, f"{r.start_s:.2f}", f"{r.stop_s:.2f}", pct(r.tracer_load_pct),
+    print_table(["round", "start s", "catch-up s", "stop s", "CPU during load %", "CPU load..stopped %",
+                 "thread on CPU s", "thread waiting s", "us/event"],
+                [[r.index, f"{r.start_s:.2f}", f"{r.catch_up_s:.1f}", f"{r.stop_s:.2f}", pct(r.tracer_load_pct),
                   pct(r.tracer_pct), f"{r.thread_run_s:.2f}", f"{r.thread_wait_s:.2f}",
                   f"{r.us_per_event:.1f}"] for r in traced])
 
@@ -372,6 +373,7 @@ def main() -> int:
                              f"default {DEFAULT_NICE}, the collector's own default)")
     parser.add_argument("--warmup", type=int, default=None,
                         help="untraced pgbench seconds before the rounds (default 2; --quick 1; 0: none)")
+    add_catch_up_option(parser)
     parser.add_argument("--rate", type=int, default=None,
                         help="pace pgbench at this many transactions/s (pgbench -R; default: flat out)")
     parser.add_argument("--requests", type=int, default=None,

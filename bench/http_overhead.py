@@ -17,8 +17,10 @@ child); machine CPU busy (/proc/stat). Traced rounds also give:
 
   * tracer CPU: this process's CPU time (user+sys, all threads: the collector
     runs in-process, the main thread only waits for wrk) from wrk's start until
-    the collector has stopped (its last push decodes for at most ~0.5 s), as
-    % of one core over wrk's wall time; the compile/attach cost of start()
+    the collector has stopped, as % of one core over wrk's wall time (after
+    wrk the collector is left to decode what it holds, for at most
+    `--catch-up` seconds, 60 by default, then stopped; its last push decodes
+    for at most ~0.5 s more); the compile/attach cost of start()
     separately. The BPF programs themselves run in the syscalls of nginx and
     wrk and show in their CPU, not in this figure;
   * rows of http_events for the nginx port: server side (nginx, trace_role
@@ -52,14 +54,16 @@ and wrk the decoder's bursts delay them; niced it uses idle CPU only.
 
 Nothing is asserted; the targets of the issue are printed beside the figures.
 Needs root, nginx and wrk (scripts/setup.sh --test installs them). Bounded in
-time: each traced round adds ~4 s of compile and ~3 s of stop (a last decode
-of at most 0.5 s, what is still waiting then being counted as lost, and the
-detach), so the defaults take about 2 minutes. Ctrl-C stops wrk at once,
+time: each traced round adds ~4 s of compile, the catch-up (none when the
+tracer kept up; at most `--catch-up`) and ~3 s of stop (a last decode of at
+most 0.5 s, what is still waiting then being counted as lost, and the
+detach), so the defaults take about 2 minutes when the tracer keeps up. Ctrl-C stops wrk at once,
 then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile]
                                             [--trace all|nginx|nothing]
                                             [--delay-ms N] [--nice N] [--no-decode] [--runqueue]
+                                            [--catch-up S]
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ from pathlib import Path
 
 from common import median, print_table
 from runqueue import RunQueueLatency, Waits
-from tracer_round import TracerRound, print_losses, requirements_missing, run_round
+from tracer_round import TracerRound, add_catch_up_option, print_losses, requirements_missing, run_round
 
 import tracedb
 from tracedb.cli import parse_nice
@@ -351,7 +355,8 @@ def play_round(index: int, traced: bool, nginx: Nginx, args: argparse.Namespace,
         return wrk, nginx.cpu_s() - nginx0, run_queue.read() if run_queue else None
 
     options = {"pids": TRACED_PIDS[args.trace](nginx)} if args.trace != "all" else None
-    (wrk, nginx_cpu, waits), fields = run_round(traced, load, options, args.nice, lambda c: count_rows(c, nginx))
+    (wrk, nginx_cpu, waits), fields = run_round(traced, load, options, args.nice, lambda c: count_rows(c, nginx),
+                                                 args.catch_up)
     return Round(index=index, traced=traced, wrk=wrk, nginx_cpu_s=nginx_cpu, waits=waits, **fields)
 
 
@@ -445,12 +450,12 @@ def print_traced(rounds: list[Round], req_bytes: int, resp_bytes: int, connectio
             totals[key] = totals.get(key, 0) + s["n"]
     print_table(["trace_role", "resp_status", "rows"], [[k[0], k[1], f"{n:,}"] for k, n in sorted(totals.items())])
 
-    print("\nCollector (this process): start = compile + load + attach before wrk; stop = last flush + detach "
-          "after wrk; its connector thread while wrk ran: on a CPU / runnable but waiting for one (schedstat); "
+    print("\nCollector (this process): start = compile + load + attach before wrk; catch-up = after wrk, until "
+          "nothing waited to be decoded (--catch-up at most); stop = last flush + detach; its connector thread while wrk ran: on a CPU / runnable but waiting for one (schedstat); "
           "tracer CPU per event handled, and the cores that rate would need for every event (handled + lost)")
-    print_table(["round", "start s", "start CPU s", "stop s", "CPU during wrk %", "CPU wrk..stopped %",
+    print_table(["round", "start s", "start CPU s", "catch-up s", "stop s", "CPU during wrk %", "CPU wrk..stopped %",
                  "thread on CPU s", "thread waiting s", "us/event", "cores needed"],
-                [[r.index, f"{r.start_s:.2f}", f"{r.start_cpu_s:.2f}", f"{r.stop_s:.2f}",
+                [[r.index, f"{r.start_s:.2f}", f"{r.start_cpu_s:.2f}", f"{r.catch_up_s:.1f}", f"{r.stop_s:.2f}",
                   pct(r.tracer_load_pct), pct(r.tracer_pct), f"{r.thread_run_s:.2f}",
                   f"{r.thread_wait_s:.2f}", f"{r.us_per_event:.1f}", f"{r.cores_needed:.2f}"] for r in rounds])
 
@@ -530,6 +535,7 @@ def main() -> int:
                         help="also measure how long nginx's and wrk's threads waited for a CPU (bench/runqueue.py)")
     parser.add_argument("--no-decode", action="store_true",
                         help="drain data events and drop them undecoded: the capture's cost without decoding")
+    add_catch_up_option(parser)
     parser.add_argument("--delay-ms", type=int, default=None,
                         help="pace wrk: each connection waits this long before each request (default: no wait)")
     args = parser.parse_args()

@@ -4,8 +4,11 @@ it, and what the round measured of the collector and the machine.
 
 A traced round starts `tracedb.Collector(sources=["socket_tracer"])` in this
 process (start() returns once the BPF program is compiled, loaded and
-attached; the connector must be `running`), runs the load, stops the
-collector (the stop pushes the last events) and queries it. The tracer CPU is
+attached; the connector must be `running`), runs the load, lets the
+collector catch up (until nothing waits to be decoded, at most `--catch-up`
+seconds: a collector that keeps running, as on a node, decodes its backlog
+after a burst, so stopping it at once would count as lost rows that only
+come late), stops it (the stop pushes the last events) and queries it. The tracer CPU is
 this process's user+sys (all threads: the collector runs in-process, the main
 thread only waits for the load) from the load's start until the collector has
 stopped; the BPF programs run in the traced processes' syscalls and show in
@@ -14,6 +17,7 @@ their CPU instead.
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import shutil
@@ -31,6 +35,7 @@ from tracedb.storage import Retention
 
 # Large enough that retention never drops rows of a round (checked: rows_dropped).
 RETENTION = Retention(max_bytes=8 * 1024**3, max_age_s=3600.0)
+CATCH_UP_POLL_S = 0.1  # two sampling ticks: a zero read is from a decode that began after the load
 Load = TypeVar("Load")
 
 
@@ -74,6 +79,7 @@ class TracerRound:
     machine_busy: float  # CPUs busy on average while the load ran
     start_s: float = 0.0  # Collector.start(): compile, load, attach
     start_cpu_s: float = 0.0
+    catch_up_s: float = 0.0  # after the load, until nothing waited to be decoded (or the limit)
     stop_s: float = 0.0  # Collector.stop() after the load: last flush, detach
     tracer_cpu_s: float = 0.0  # load start .. collector stopped
     tracer_cpu_load_s: float = 0.0  # while the load ran
@@ -106,12 +112,19 @@ class TracerRound:
         return self.tracer_cpu_s / max(1, self.counts["events"]) * 1e6
 
 
+def add_catch_up_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catch-up", type=float, default=60.0, metavar="S",
+                        help="after the load, wait at most S seconds for the collector to decode what it holds "
+                             "before stopping it (default 60; 0: stop at once, what waits counts as lost)")
+
+
 def run_round(traced: bool, load: Callable[[], Load], options: dict | None, nice: int | str,
-              count_rows: Callable[[tracedb.Collector], dict]) -> tuple[Load, dict]:
+              count_rows: Callable[[tracedb.Collector], dict], catch_up_limit_s: float) -> tuple[Load, dict]:
     """The load's result, and the TracerRound fields the round measured (all but index and traced).
 
     options: the socket tracer's (None: its defaults); nice: the collector's; count_rows: the
-    benchmark's queries of the stopped collector, into `counts` beside the connector's figures."""
+    benchmark's queries of the stopped collector, into `counts` beside the connector's figures;
+    catch_up_limit_s: the longest wait for the collector to decode what it holds after the load."""
     collector = None
     fields: dict = {}
     try:
@@ -136,6 +149,7 @@ def run_round(traced: bool, load: Callable[[], Load], options: dict | None, nice
                 raise RuntimeError(f"socket_tracer stopped during the round ({run.state}): {run.detail}")
             sched1 = thread_schedstat(run.thread.native_id)
             fields.update(thread_run_s=sched1[0] - sched0[0], thread_wait_s=sched1[1] - sched0[1])
+            fields["catch_up_s"] = caught_up_after(run.connector, catch_up_limit_s)
             t1 = time.monotonic()
             collector.stop()
             fields.update(stop_s=time.monotonic() - t1, tracer_cpu_s=self_cpu_s() - cpu0)
@@ -144,6 +158,18 @@ def run_round(traced: bool, load: Callable[[], Load], options: dict | None, nice
     finally:
         if collector is not None:
             collector.stop()  # no-op after a normal stop; detaches on errors and Ctrl-C
+
+
+def caught_up_after(connector, limit_s: float) -> float:
+    """Seconds until `connector` has nothing left to decode (its stats.events_waiting, as
+    tracedb_connectors shows it), or limit_s."""
+    t0 = time.monotonic()
+    while limit_s > 0:
+        time.sleep(CATCH_UP_POLL_S)
+        elapsed = time.monotonic() - t0
+        if connector.stats.events_waiting == 0 or elapsed >= limit_s:
+            return elapsed
+    return 0.0
 
 
 def connector_figures(collector: tracedb.Collector) -> dict:

@@ -217,6 +217,7 @@ class Collector:
                 "state": r.state,
                 "detail": r.detail,
                 "events": r.connector.stats.events,
+                "events_waiting": r.connector.stats.events_waiting,
                 "events_lost": r.connector.stats.events_lost,
                 "decode_errors": r.connector.stats.decode_errors,
                 "last_push": r.last_push_us,

@@ -28,6 +28,7 @@ class Unavailable(Exception):
 @dataclass
 class ConnectorStats:
     events: int = 0
+    events_waiting: int = 0  # received, not yet decoded: a decoder behind its load
     events_lost: int = 0
     decode_errors: int = 0
 

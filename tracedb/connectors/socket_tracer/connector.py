@@ -19,7 +19,7 @@ untraced), up to 4-8 ms. Offers cost nothing measurable (decode_cost.py).
 
 Drained events wait in user space, oldest first, within a byte budget
 (`backlog_bytes`, raw event bytes): past it, whole events are dropped and
-counted as lost. So are the events still waiting when `stop()` comes:
+counted as lost. How many wait is tracedb_connectors.events_waiting. So are the events still waiting when `stop()` comes:
 stopping is never held up by a backlog.
 
 A slice applies connection events (opens, inferred protocols) or, once all
@@ -223,6 +223,7 @@ class SocketTracer(Connector):
             self.program.drain()
             for ring in (self.conn_ring, self.data_ring):
                 self._abandoned += len(ring.take_raw())
+            self.stats.events_waiting = 0
             self._count_lost()
         self.program.close()
         self.program = None
@@ -268,6 +269,7 @@ class SocketTracer(Connector):
             self._offer_cpu()
             done = len(conn_events) < DECODE_SLICE_EVENTS and len(events) < DECODE_SLICE_EVENTS
             if done or time.monotonic() >= deadline:
+                self.stats.events_waiting = len(self.conn_ring) + len(self.data_ring)
                 return
 
     def _decode_data(self, events: list[bytes]) -> None:

@@ -5,6 +5,8 @@ bench/decode_cost.py, without a kernel."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from tracedb.connectors.bpf import RawRing
@@ -37,7 +39,9 @@ def data_event(direction: Direction, pos: int, payload: bytes, time_ns: int, siz
 
 
 class FakeProgram:
-    """Stands for BpfProgram: submitted events reach the rings at drain()."""
+    """Stands for BpfProgram: submitted events reach the rings at drain().
+    Submitting and draining may happen in two threads, as the kernel and a
+    drain thread do."""
 
     def __init__(self):
         self.bpf = {b"conn_info_map": {}, b"not_inet_stream": {}}
@@ -45,6 +49,7 @@ class FakeProgram:
         self.submitted: list[tuple[str, bytes]] = []
         self.drains = 0
         self.kernel_lost = 0
+        self._lock = threading.Lock()
 
     def load(self) -> None:
         pass
@@ -55,13 +60,15 @@ class FakeProgram:
 
     def submit(self, events: list[tuple[str, bytes]]) -> None:
         """(ring name, raw event) pairs, in submission order."""
-        self.submitted += events
+        with self._lock:
+            self.submitted += events
 
     def drain(self) -> None:
+        with self._lock:
+            submitted, self.submitted = self.submitted, []
         self.drains += 1
-        for ring, raw in self.submitted:
+        for ring, raw in submitted:
             self.rings[ring].hold([raw])
-        self.submitted = []
 
     def array_values(self, name: str) -> list[int]:
         return [self.kernel_lost, 0, 0]

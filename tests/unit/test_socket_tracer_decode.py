@@ -4,12 +4,15 @@ into http_events; budgets and losses."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pyarrow as pa
 import pytest
 
 import tracedb.connectors.socket_tracer.connector as connector_module
 from tests.unit.raw_events import CONN_ID, FakeProgram, conn_event, data_event, tracer_with
-from tracedb.connectors.bpf import RawRing
+from tracedb.connectors.bpf import Drainer, RawRing
 from tracedb.connectors.socket_tracer.connector import DECODE_SLICE_EVENTS, SocketTracer, _TableColumns
 from tracedb.connectors.socket_tracer.events import ConnEventKind, Direction
 from tracedb.schema import get_schema
@@ -182,3 +185,85 @@ def test_every_protocol_table_takes_rows_column_by_column(table):
     common = dict.fromkeys(columns.common)
     columns.add([{"time_ns": 1}], common)
     assert columns.take_batch().num_rows == 1
+
+
+def test_a_ring_held_in_one_thread_and_taken_in_another_gives_every_event_once_in_order():
+    ring = RawRing(None)
+    sent = [i.to_bytes(4, "little") for i in range(200_000)]
+
+    def hold():
+        for start in range(0, len(sent), 100):
+            ring.hold(sent[start:start + 100])
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken = []
+    while holder.is_alive() or len(ring):
+        taken += ring.take_raw(37)
+    holder.join()
+    assert taken == sent
+    assert (ring.held_bytes, ring.taken, ring.added) == (0, len(sent), len(sent))
+
+
+class FailingProgram(FakeProgram):
+    def drain(self) -> None:
+        raise OSError("ring unmapped")
+
+
+def test_the_drain_thread_drains_on_its_timer_and_hands_its_error_to_the_reader():
+    program = FakeProgram()
+    tracer = tracer_with(program)
+    drainer = Drainer(program, 0.001).start()
+    program.submit(opened(2))
+    deadline = time.monotonic() + 10
+    while len(tracer.data_ring) < 4 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    drainer.stop()
+    assert (len(tracer.conn_ring), len(tracer.data_ring)) == (2, 4)
+
+    failing = Drainer(FailingProgram(), 0.001).start()
+    deadline = time.monotonic() + 10
+    while failing.error is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    with pytest.raises(RuntimeError, match="ring unmapped"):
+        failing.check()
+    failing.stop()
+
+
+class OneConnectionPerDrain(FakeProgram):
+    """Each drain hands on one connection's four events (open, protocol, request, response)."""
+
+    def drain(self) -> None:
+        with self._lock:
+            due, self.submitted = self.submitted[:4], self.submitted[4:]
+        for ring, raw in due:
+            self.rings[ring].hold([raw])
+
+
+class DrainedJustAfterEachCount(RawRing):
+    """A ring another thread drains into right after its length is read: the
+    worst moment for a decoder that reads it to decide whether data may go."""
+
+    def __len__(self) -> int:
+        count = super().__len__()
+        self.drain()
+        return count
+
+
+def test_data_drained_after_its_decoder_looked_for_connection_events_waits_for_them():
+    """The decoder takes data only once every connection event held before
+    it is applied; a drain thread may hold a new connection and its data
+    between the decoder's look at the connection ring and its take of data:
+    that data waits for the next slice, and its connection is known then."""
+    program = OneConnectionPerDrain()
+    tracer = tracer_with(program)
+    tracer.conn_ring.__class__ = DrainedJustAfterEachCount
+    tracer.conn_ring.drain = program.drain
+    connections = 20
+    for conn_id in range(1, connections + 1):
+        program.submit([("conn_ring", conn_event(ConnEventKind.OPEN, 1, conn_id=conn_id)),
+                        ("conn_ring", conn_event(ConnEventKind.PROTOCOL, 2, conn_id=conn_id)),
+                        ("data_ring", data_event(Direction.RECV, 0, REQUEST, 3, conn_id=conn_id)),
+                        ("data_ring", data_event(Direction.SEND, 0, RESPONSE, 4, conn_id=conn_id))])
+    rows = sum(tracer.flush()["http_events"].num_rows for _ in range(connections))
+    assert (rows, tracer.stats.decode_errors) == (connections, 0)

@@ -15,7 +15,9 @@ to a third of the callback (bench/ring_read.py); slicing from the mapping
 rather than from one copy of the whole region copies the bytes once, not twice,
 and measured faster. Connectors decode the copied bytes later in numpy passes.
 What a ring holds in user space may be bounded in bytes: past the bound, events
-are dropped whole, and counted.
+are dropped whole, and counted. A `Drainer` thread may drain a program's rings
+on a timer of its own, so that a decoder starved of CPU does not let the
+kernel's rings overflow.
 
 The reads rely on x86-64's ordering (TSO): a header read as submitted is read
 before its event's bytes, and the consumer position (one aligned 8-byte store)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import threading
 from collections import deque
 from importlib import resources
 from pathlib import Path
@@ -52,22 +55,31 @@ class RawRing:
     """Raw event bytes copied out of one BPF ring buffer, oldest first, held
     until taken. At most `limit_bytes` are held: an event that would pass the
     limit is dropped (and counted in `dropped`), which empties the kernel's
-    ring all the same."""
+    ring all the same.
+
+    One thread may hold while another takes, without a lock: the deque's
+    append and popleft are atomic, and every counter has a single writer
+    (the holder's bytes in and drops, the taker's bytes out and takes)."""
 
     def __init__(self, dtype: np.dtype | None, limit_bytes: float = math.inf):
         self.dtype = dtype  # None for variable-size events
         self.limit_bytes = limit_bytes
-        self.held_bytes = 0
         self.taken = 0  # events taken so far
         self.dropped = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._chunks: deque[bytes] = deque()
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes_in - self._bytes_out
 
     def hold(self, events: list[bytes]) -> None:
         """Hold `events` (oldest first), each only if it fits under the limit."""
         size = sum(map(len, events))
         if self.held_bytes + size <= self.limit_bytes:  # the usual case, without a test per event
             self._chunks.extend(events)
-            self.held_bytes += size
+            self._bytes_in += size
         else:
             for event in events:
                 self._hold_one(event)
@@ -77,7 +89,7 @@ class RawRing:
             self.dropped += 1
         else:
             self._chunks.append(event)
-            self.held_bytes += len(event)
+            self._bytes_in += len(event)
 
     def __len__(self) -> int:
         """Events held."""
@@ -90,13 +102,11 @@ class RawRing:
 
     def take_raw(self, max_events: int | None = None) -> list[bytes]:
         """The oldest events held (all, or at most max_events), as their bytes."""
-        if max_events is None or max_events >= len(self._chunks):
-            chunks, self._chunks = list(self._chunks), deque()
-        else:
-            popleft = self._chunks.popleft
-            chunks = [popleft() for _ in range(max_events)]
-        self.held_bytes -= sum(map(len, chunks))
-        self.taken += len(chunks)
+        count = len(self._chunks) if max_events is None else min(max_events, len(self._chunks))
+        popleft = self._chunks.popleft
+        chunks = [popleft() for _ in range(count)]
+        self._bytes_out += sum(map(len, chunks))
+        self.taken += count
         return chunks
 
     def take(self, max_events: int | None = None) -> np.ndarray:
@@ -212,3 +222,41 @@ class BpfProgram:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+
+
+class Drainer:
+    """A thread draining `program`'s rings every `period_s`, for a reader
+    that takes their events from another thread (see RawRing).
+
+    It keeps the priority of the thread that starts it: a connector's
+    decoding may run nicer (the collector's `nice`) and be starved by a busy
+    node, while draining, a copy of ~1 us per event, keeps up, so the backlog
+    waits in user space instead of overflowing the kernel's ring. An error
+    stops the thread; `check()` raises it in the reader's."""
+
+    def __init__(self, program: BpfProgram, period_s: float):
+        self.program = program
+        self.period_s = period_s
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tracedb-drain", daemon=True)
+
+    def start(self) -> Drainer:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.period_s):
+                self.program.drain()
+        except BaseException as e:  # noqa: BLE001 - handed to the reader's thread by check()
+            self.error = e
+
+    def check(self) -> None:
+        """Raise what stopped the thread, if anything did."""
+        if self.error is not None:
+            raise RuntimeError(f"draining the rings failed: {self.error}") from self.error
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

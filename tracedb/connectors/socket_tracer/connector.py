@@ -4,8 +4,12 @@ conn_stats and the protocol tables (http_events).
 Decoding is spread over both clocks: each sampling tick (50 ms) decodes for
 most of its period, each push (1 s) for at most FLUSH_DECODE_S and then turns
 the rows gathered since the last push into record batches. It goes a slice of
-events at a time, and the ring buffers are drained (raw copies) before every
-slice, so that decoding never leaves the kernel's rings unread for long.
+events at a time. The ring buffers are drained (raw copies) by a thread of
+their own every DRAIN_EVERY_S (bpf.Drainer), at the priority of the thread
+that started the connector, not the collector's nicer one: flat-out pgbench's
+16 busy threads left the decoding thread at nice 10 ~5 % of a core, too
+little to drain the kernel's ring in time, and a third of the events were
+lost there; drained, they wait for the decoder instead.
 Between steps of decoding (a connection's bytes, a slice, a column of an
 Arrow conversion), at most every YIELD_EVERY_NS, the thread offers its CPU
 to any thread waiting for it (sched_yield). Without that, a node's application woken while the decoder
@@ -44,7 +48,7 @@ import pyarrow as pa
 
 from tracedb.clock import BootClock
 from tracedb.connectors.base import Connector, Unavailable
-from tracedb.connectors.bpf import BpfProgram, RawRing
+from tracedb.connectors.bpf import BpfProgram, Drainer, RawRing
 from tracedb.connectors.registry import register
 from tracedb.connectors.socket_tracer.conn_stats import ConnStats
 from tracedb.connectors.socket_tracer.connection import COMMON_COLUMNS, Connection
@@ -95,6 +99,9 @@ CAPTURE_LIMIT = 32768  # CAPTURE_MASK + 1 in the C
 # The kernel's counters of lost events (the `lost` array), by slot.
 LOST_SLOTS = ("data ring full", "connection ring full", "connection table full")
 REAP_EVERY_S = 5.0
+# The drain thread's period: the kernel's data ring (32 MiB) holds ~0.5 s of
+# the busiest load measured (nginx + wrk flat out, both ends traced).
+DRAIN_EVERY_S = 0.02
 # Data events decoded between two drains: ~5 ms of work. Smaller slices cost
 # more per event (fewer events per connection per slice): 64 cost 40-70 %.
 DECODE_SLICE_EVENTS = 512
@@ -169,6 +176,7 @@ class SocketTracer(Connector):
         self.conn_stats = ConnStats()
         self.conn_ring: RawRing | None = None
         self.data_ring: RawRing | None = None
+        self._drainer: Drainer | None = None
         # Closes waiting for their data: (data events drained when the close was seen, connection, time).
         self._closing: deque[tuple[int, Connection, int]] = deque()
         # Rows since the last push.
@@ -198,6 +206,7 @@ class SocketTracer(Connector):
 
     def start(self) -> None:
         self.start_with(BpfProgram("socket_tracer", self.defines()))
+        self._drainer = Drainer(self.program, DRAIN_EVERY_S).start()
 
     def start_with(self, program: BpfProgram) -> None:
         """Load `program` (bpf/socket_tracer/ as compiled with defines()) and read its rings."""
@@ -219,6 +228,9 @@ class SocketTracer(Connector):
     def stop(self) -> None:
         if self.program is None:
             return
+        if self._drainer is not None:
+            self._drainer.stop()
+            self._drainer = None
         if self.data_ring is not None:
             self.program.drain()
             for ring in (self.conn_ring, self.data_ring):
@@ -260,10 +272,13 @@ class SocketTracer(Connector):
         until every connection event drained before them has been applied."""
         deadline = time.monotonic() + budget_s
         while True:
-            self.program.drain()
+            self._drain()
             conn_events = self.conn_ring.take(DECODE_SLICE_EVENTS)
             self._apply_conn_events(conn_events)
-            events = [] if len(self.conn_ring) else self.data_ring.take_raw(DECODE_SLICE_EVENTS)
+            # Counted first: the drains hold connection events before data events, so these
+            # data events' connection events are all held by then, and taken if none is left.
+            ready = len(self.data_ring)
+            events = [] if len(self.conn_ring) else self.data_ring.take_raw(min(ready, DECODE_SLICE_EVENTS))
             self._decode_data(events)
             self._finish_closes()
             self._offer_cpu()
@@ -271,6 +286,13 @@ class SocketTracer(Connector):
             if done or time.monotonic() >= deadline:
                 self.stats.events_waiting = len(self.conn_ring) + len(self.data_ring)
                 return
+
+    def _drain(self) -> None:
+        """Drain the rings, unless the drain thread does (started with the real program)."""
+        if self._drainer is None:
+            self.program.drain()
+        else:
+            self._drainer.check()
 
     def _decode_data(self, events: list[bytes]) -> None:
         if not events:

@@ -11,8 +11,12 @@ connector, which detaches its probes.
 
 Connector threads run nicer than the rest of the process (`nice`, default
 DEFAULT_NICE): on a busy node the traced applications and the person at the
-REPL come first, and a decoder that falls behind loses events, counted in
-tracedb_connectors.events_lost, rather than the applications' CPU. The gain
+REPL come first, and a decoder that falls behind delays its rows
+(tracedb_connectors.events_waiting) rather than take the applications' CPU.
+Threads a connector starts itself in `start()` keep the process's priority:
+the socket tracer's ring drain, cheap, which keeps the kernel's rings from
+overflowing while its decoder waits; past its backlog's bound, events are
+lost and counted in tracedb_connectors.events_lost. The gain
 is real but modest (bench/http_overhead.py, nginx + wrk paced at ~11k
 requests/s, both ends traced, 2 CPUs, every request found either way):
 throughput ratio 0.90 at the same priority, 0.92 at nice 10; p99 latency

@@ -206,6 +206,7 @@ class BpfProgram:
         return ring
 
     def drain(self) -> None:
+        """Copy out what every ring holds, in the order the rings were opened."""
         for source, ring in self._rings:
             ring.hold(source.read())
 
@@ -249,7 +250,7 @@ class Drainer:
         try:
             while not self._stop.wait(self.period_s):
                 self.program.drain()
-        except BaseException as e:  # noqa: BLE001 - handed to the reader's thread by check()
+        except BaseException as e:  # handed to the reader's thread by check()
             self.error = e
 
     def check(self) -> None:

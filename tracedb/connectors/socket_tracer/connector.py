@@ -23,8 +23,9 @@ untraced), up to 4-8 ms. Offers cost nothing measurable (decode_cost.py).
 
 Drained events wait in user space, oldest first, within a byte budget
 (`backlog_bytes`, raw event bytes): past it, whole events are dropped and
-counted as lost. How many wait is tracedb_connectors.events_waiting. So are the events still waiting when `stop()` comes:
-stopping is never held up by a backlog.
+counted as lost, as are the events still waiting when `stop()` comes:
+stopping is never held up by a backlog. How many wait is
+tracedb_connectors.events_waiting.
 
 A slice applies connection events (opens, inferred protocols) or, once all
 drained so far are applied, routes data events into each connection's stream
@@ -102,7 +103,7 @@ REAP_EVERY_S = 5.0
 # The drain thread's period: the kernel's data ring (32 MiB) holds ~0.5 s of
 # the busiest load measured (nginx + wrk flat out, both ends traced).
 DRAIN_EVERY_S = 0.02
-# Data events decoded between two drains: ~5 ms of work. Smaller slices cost
+# Data events decoded at a time: ~5 ms of work. Smaller slices cost
 # more per event (fewer events per connection per slice): 64 cost 40-70 %.
 DECODE_SLICE_EVENTS = 512
 YIELD_EVERY_NS = 100_000  # of decoding, at most, between two offers of the CPU
@@ -126,7 +127,7 @@ class SocketTracerOptions:
     body_limit: int = 1024  # body bytes kept per message in the tables
     pids: tuple[int, ...] = ()  # trace only these processes (empty: all)
     ports: tuple[int, ...] = ()  # trace only connections with one of these ports (empty: all)
-    data_ring_bytes: int = 32 << 20  # absorbs bursts between drains (every slice, at most ~50 ms apart)
+    data_ring_bytes: int = 32 << 20  # absorbs bursts between drains (DRAIN_EVERY_S)
     backlog_bytes: int = 256 << 20  # drained data events awaiting decoding; past it events are dropped
 
     def __post_init__(self):
@@ -275,8 +276,9 @@ class SocketTracer(Connector):
             self._drain()
             conn_events = self.conn_ring.take(DECODE_SLICE_EVENTS)
             self._apply_conn_events(conn_events)
-            # Counted first: the drains hold connection events before data events, so these
-            # data events' connection events are all held by then, and taken if none is left.
+            # Counted first: a drain holds connection events before data events (start_with opens
+            # the connection ring first), so these data events' connection events are all held
+            # by then, and taken if none is left.
             ready = len(self.data_ring)
             events = [] if len(self.conn_ring) else self.data_ring.take_raw(min(ready, DECODE_SLICE_EVENTS))
             self._decode_data(events)

@@ -38,6 +38,7 @@ to `none`. Needs root, nginx, wrk (scripts/setup.sh --test installs them).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import subprocess
@@ -96,16 +97,8 @@ class TracerFilteringAll:
         self.tracer.stop()
 
 
-class Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-
 MECHANISMS: dict[str, Callable[[], object]] = {
-    "none": Nothing,
+    "none": contextlib.nullcontext,
     "empty exit tracepoints": lambda: Attached(empty_programs(
         [f"syscalls, {tp}" for tp in socket_tracer_tracepoints()], "TRACEPOINT_PROBE")),
     "empty enter+exit tracepoints": lambda: Attached(empty_programs(

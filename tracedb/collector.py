@@ -222,6 +222,7 @@ class Collector:
                 "detail": r.detail,
                 "events": r.connector.stats.events,
                 "events_waiting": r.connector.stats.events_waiting,
+                "oldest_waiting": r.connector.stats.oldest_waiting_us,
                 "events_lost": r.connector.stats.events_lost,
                 "decode_errors": r.connector.stats.decode_errors,
                 "last_push": r.last_push_us,

@@ -58,9 +58,11 @@ def test_unavailable_connector_is_skipped_and_the_others_run(test_connectors):
     logged = []
     with Collector(sources=["test_unavailable", "procfs"], log=logged.append) as collector:
         time.sleep(1.2)
-        states = collector.query("select connector, state, detail from tracedb_connectors order by connector").to_pylist()
+        states = collector.query("select connector, state, detail, events_waiting, oldest_waiting "
+                                 "from tracedb_connectors order by connector").to_pylist()
         rows = collector.query("select count(*) as n from process_stats").to_pylist()[0]["n"]
-    assert states[0] == {"connector": "procfs", "state": "running", "detail": ""}
+    assert states[0] == {"connector": "procfs", "state": "running", "detail": "", "events_waiting": 0,
+                         "oldest_waiting": None}
     assert states[1]["state"] == "skipped" and "sched:nope" in states[1]["detail"]
     assert rows > 0
     assert any("test_unavailable skipped" in m for m in logged)

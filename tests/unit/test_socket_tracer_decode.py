@@ -92,11 +92,13 @@ def test_a_push_decodes_for_a_bounded_time_and_stop_counts_what_is_left(monkeypa
     program.submit(opened(DECODE_SLICE_EVENTS * 2))
     assert tracer.flush()["http_events"].num_rows == DECODE_SLICE_EVENTS // 2
     assert tracer.stats.events_waiting == DECODE_SLICE_EVENTS * 3
+    first_waiting_ns = 1_000 + 10 * (DECODE_SLICE_EVENTS // 2)  # exchanges(): the request of the next pair
+    assert tracer.stats.oldest_waiting_us == (first_waiting_ns + tracer.clock.boot_epoch_ns) // 1000
     assert tracer.flush()["http_events"].num_rows == DECODE_SLICE_EVENTS // 2
     assert tracer.stats.events_waiting == DECODE_SLICE_EVENTS * 2
     assert tracer.stats.events_lost == 0
     tracer.stop()
-    assert tracer.stats.events_waiting == 0
+    assert (tracer.stats.events_waiting, tracer.stats.oldest_waiting_us) == (0, None)
     assert tracer.stats.events_lost == DECODE_SLICE_EVENTS * 2, "the two slices never decoded"
     assert tracer.losses()["left at stop"] == DECODE_SLICE_EVENTS * 2
     assert tracer.program is None

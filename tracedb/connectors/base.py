@@ -29,6 +29,7 @@ class Unavailable(Exception):
 class ConnectorStats:
     events: int = 0
     events_waiting: int = 0  # received, not yet decoded: a decoder behind its load
+    oldest_waiting_us: int | None = None  # wall-clock capture time of the oldest of them
     events_lost: int = 0
     decode_errors: int = 0
 

@@ -95,6 +95,10 @@ class RawRing:
         """Events held."""
         return len(self._chunks)
 
+    def oldest(self) -> bytes | None:
+        """The oldest event held, left in place (for the taking thread)."""
+        return self._chunks[0] if self._chunks else None
+
     @property
     def added(self) -> int:
         """Events held so far, taken or not."""

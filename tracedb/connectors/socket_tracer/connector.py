@@ -24,8 +24,8 @@ untraced), up to 4-8 ms. Offers cost nothing measurable (decode_cost.py).
 Drained events wait in user space, oldest first, within a byte budget
 (`backlog_bytes`, raw event bytes): past it, whole events are dropped and
 counted as lost, as are the events still waiting when `stop()` comes:
-stopping is never held up by a backlog. How many wait is
-tracedb_connectors.events_waiting.
+stopping is never held up by a backlog. How many wait, and since when, is
+tracedb_connectors.events_waiting and oldest_waiting.
 
 A slice applies connection events (opens, inferred protocols) or, once all
 drained so far are applied, routes data events into each connection's stream
@@ -236,7 +236,7 @@ class SocketTracer(Connector):
             self.program.drain()
             for ring in (self.conn_ring, self.data_ring):
                 self._abandoned += len(ring.take_raw())
-            self.stats.events_waiting = 0
+            self._count_waiting()
             self._count_lost()
         self.program.close()
         self.program = None
@@ -286,8 +286,15 @@ class SocketTracer(Connector):
             self._offer_cpu()
             done = len(conn_events) < DECODE_SLICE_EVENTS and len(events) < DECODE_SLICE_EVENTS
             if done or time.monotonic() >= deadline:
-                self.stats.events_waiting = len(self.conn_ring) + len(self.data_ring)
+                self._count_waiting()
                 return
+
+    def _count_waiting(self) -> None:
+        self.stats.events_waiting = len(self.conn_ring) + len(self.data_ring)
+        oldest = self.data_ring.oldest()
+        # A data event starts with its capture time (CLOCK_BOOTTIME ns, DATA_EVENT's first field).
+        self.stats.oldest_waiting_us = (None if oldest is None else
+                                        (int.from_bytes(oldest[:8], "little") + self.clock.boot_epoch_ns) // 1000)
 
     def _drain(self) -> None:
         """Drain the rings, unless the drain thread does (started with the real program)."""

@@ -47,8 +47,9 @@ stop pushes the last events), then queried:
 Nothing is asserted; the targets of the issue (throughput ratio >= 0.95,
 found >= 99.9 %) are printed beside the figures. Needs root, PostgreSQL (with
 pgbench), redis-server and redis-benchmark. Bounded in time: the defaults
-(2 x 2 rounds of 10 s per load) take about 2.5 minutes when the tracer keeps up (each catch-up adds up to --catch-up); `--quick` (1 x 2
-rounds of 2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
+(2 x 2 rounds of 10 s per load) take about 2.5 minutes when the tracer
+keeps up (each catch-up adds up to --catch-up); `--quick` (1 x 2 rounds of
+2 s) about 35 s. Ctrl-C kills the load tool at once, then stops the
 collector, then the server.
 
     .venv/bin/python bench/db_overhead.py [--rounds 2] [--duration 10] [--only pgbench|redis]
@@ -308,8 +309,8 @@ def print_load(load, rounds: list[Round]) -> None:
                 [[k[0], k[1], "yes" if k[2] else "no", *(f"{rc.get(k, 0):,}" for rc in per_round)] for k in keys])
 
     print(f"\nCollector (this process): start = compile + load + attach before {load.name}; catch-up = after it, "
-          f"until nothing waited to be decoded (--catch-up at most); stop = last flush + detach; tracer CPU while the load ran and until stopped (% of one core over the load's wall "
-          f"time); its connector thread while the load ran: on a CPU / runnable but waiting (schedstat)")
+          f"until nothing waited to be decoded (--catch-up at most); stop = last flush + detach; tracer CPU "
+          f"while the load ran and until stopped (% of one core over the load's wall time); its connector thread while the load ran: on a CPU / runnable but waiting (schedstat)")
     print_table(["round", "start s", "catch-up s", "stop s", "CPU during load %", "CPU load..stopped %",
                  "thread on CPU s", "thread waiting s", "us/event"],
                 [[r.index, f"{r.start_s:.2f}", f"{r.catch_up_s:.1f}", f"{r.stop_s:.2f}", pct(r.tracer_load_pct),

@@ -57,8 +57,8 @@ Needs root, nginx and wrk (scripts/setup.sh --test installs them). Bounded in
 time: each traced round adds ~4 s of compile, the catch-up (none when the
 tracer kept up; at most `--catch-up`) and ~3 s of stop (a last decode of at
 most 0.5 s, what is still waiting then being counted as lost, and the
-detach), so the defaults take about 2 minutes when the tracer keeps up. Ctrl-C stops wrk at once,
-then the collector, then nginx.
+detach), so the defaults take about 2 minutes when the tracer keeps up.
+Ctrl-C stops wrk at once, then the collector, then nginx.
 
     .venv/bin/python bench/http_overhead.py [--rounds 3] [--duration 10] [--no-sendfile]
                                             [--trace all|nginx|nothing]

@@ -8,8 +8,8 @@ attached; the connector must be `running`), runs the load, lets the
 collector catch up (until nothing waits to be decoded, at most `--catch-up`
 seconds: a collector that keeps running, as on a node, decodes its backlog
 after a burst, so stopping it at once would count as lost rows that only
-come late), stops it (the stop pushes the last events) and queries it. The tracer CPU is
-this process's user+sys (all threads: the collector runs in-process, the main
+come late), stops it (the stop pushes the last events) and queries it. The
+tracer CPU is this process's user+sys (all threads: the collector runs in-process, the main
 thread only waits for the load) from the load's start until the collector has
 stopped; the BPF programs run in the traced processes' syscalls and show in
 their CPU instead.
